@@ -1,0 +1,203 @@
+"""Keras callbacks, extended where the stock ones fall short of crash-safe, resumable training."""
+
+import csv
+import json
+import os
+import uuid
+import warnings
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from mnist_vae import inference, plots
+from mnist_vae.data import from_model_input
+from mnist_vae.rundir import replace_atomically, write_json_atomic
+
+
+class EpochSetter(keras.callbacks.Callback):
+    """Tell an ``ImageBatches`` which epoch starts, so its order depends on the epoch number."""
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.set_epoch(epoch)
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` whose saved state survives a kill at any instant.
+
+    Why not the stock callback: it overwrites ``latest.weights.h5`` in place and then writes
+    the epoch to a separate JSON file, so a kill mid-write leaves a corrupt file, and a kill
+    between the two writes pairs new weights with the old epoch (the resumed run silently
+    repeats an epoch). Here each state is a new, uniquely named weights file (weights,
+    optimizer slots and the sampling RNG: see ``models.Sampling``); a small JSON pointer naming
+    it, the epoch and ``extra_state()`` is renamed into place last, which is the single atomic
+    commit. The previous pointer is kept as ``.bkp`` (``double_checkpoint``), and restore falls
+    back to it when the newest state cannot be read.
+
+    ``extra_state()`` returns a JSON-able dict saved with each state; ``on_restore(epoch, extra)``
+    is called after a state is restored (e.g. to restore the best checkpoint's score).
+    """
+
+    def __init__(self, backup_dir, extra_state=None, on_restore=None):
+        super().__init__(backup_dir, save_freq="epoch", double_checkpoint=True, delete_checkpoint=False)
+        self.extra_state = extra_state or dict
+        self.on_restore = on_restore
+        self.restored_epoch = None
+        self._pointer = Path(backup_dir) / "state.json"
+        self._previous = Path(backup_dir) / "state.json.bkp"
+
+    def on_train_begin(self, logs=None):
+        if not self.model.built:
+            raise ValueError("build the model (call it on a batch) before fit() so its state can be restored")
+        errors = []
+        for pointer in (self._pointer, self._previous):
+            if not pointer.exists():
+                continue
+            try:
+                self._restore(pointer)
+                return
+            except Exception as e:  # a half-written or damaged state: try the older one
+                errors.append(f"{pointer}: {e}")
+        if errors:
+            raise OSError("no readable training state in " + str(self.backup_dir) + ": " + "; ".join(errors))
+
+    def _restore(self, pointer):
+        state = json.loads(pointer.read_text())
+        weights = Path(self.backup_dir) / state["weights"]
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(weights)
+        self.model._initial_epoch = state["epoch"]  # what the stock callback sets; fit() starts there
+        self.restored_epoch = state["epoch"]
+        if self.on_restore is not None:
+            self.on_restore(state["epoch"], state.get("extra", {}))
+
+    def _save_model(self):
+        backup = Path(self.backup_dir)
+        backup.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{self._current_epoch:05d}-{uuid.uuid4().hex[:8]}.weights.h5"
+        replace_atomically(self.model.save_weights, backup / name, suffix=".weights.h5")
+        state = {"epoch": self._current_epoch, "weights": name, "extra": self.extra_state()}
+        if self._pointer.exists():
+            os.replace(self._pointer, self._previous)
+        write_json_atomic(self._pointer, state)  # the commit point
+        self._remove_unreferenced()
+
+    def _remove_unreferenced(self):
+        keep = set()
+        for pointer in (self._pointer, self._previous):
+            try:
+                keep.add(json.loads(pointer.read_text())["weights"])
+            except (OSError, ValueError, KeyError):
+                pass
+        for path in Path(self.backup_dir).glob("*.weights.h5"):
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+
+
+class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """``ModelCheckpoint`` that writes a temporary file and renames it over the checkpoint.
+
+    Why: the stock callback saves in place, so a kill during the save destroys the best model
+    found so far; with a rename the old checkpoint stays whole until the new one is complete.
+    """
+
+    def _save_model(self, epoch, batch, logs):
+        final = self.filepath
+        tmp = str(Path(final).with_name(f".{Path(final).name}.{uuid.uuid4().hex[:8]}.tmp.keras"))
+        self.filepath = tmp
+        try:
+            super()._save_model(epoch, batch, logs)
+            if os.path.exists(tmp):
+                os.replace(tmp, final)
+        finally:
+            self.filepath = final
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
+class ResumableCSVLogger(keras.callbacks.CSVLogger):
+    """``CSVLogger`` in append mode that first drops rows of epochs a resumed run will redo.
+
+    Why: after a kill the history may hold an epoch newer than the last saved state; appending
+    blindly would list that epoch twice.
+    """
+
+    def __init__(self, filename, resumed_from):
+        super().__init__(filename, append=True)
+        self.resumed_from = resumed_from  # callable -> first epoch this fit() will run
+
+    def on_train_begin(self, logs=None):
+        start = self.resumed_from() or 0
+        path = Path(self.filename)
+        if path.exists():
+            with open(path, newline="") as f:
+                rows = list(csv.reader(f))
+            if rows:
+                kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) < start]
+                replace_atomically(lambda tmp: _write_rows(tmp, kept), path)
+        super().on_train_begin(logs)
+
+
+def _write_rows(path, rows):
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+
+
+class TensorBoardImages(keras.callbacks.Callback):
+    """Per-epoch TensorBoard images: reconstructions, samples from fixed noise, the 2-D grid.
+
+    The inputs and the prior noise are fixed for the whole run, so pictures from different
+    epochs show the model changing, not the noise.
+    """
+
+    def __init__(self, log_dir, images, seed, n_samples=64, grid_size=20):
+        super().__init__()
+        import tensorflow as tf  # TensorBoard's writer; an optional dependency outside TF
+
+        self._tf = tf
+        self.writer = tf.summary.create_file_writer(str(Path(log_dir) / "images"))
+        self.images = images  # (n, 32, 32, c) fixed validation images
+        self.seed = seed
+        self.n_samples = n_samples
+        self.grid_size = grid_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        encoder, decoder = self.model.encoder, self.model.decoder
+        latent_dim = self.model.latent_dim
+        originals = from_model_input(self.images)
+        recon = inference.reconstruct(encoder, decoder, self.images)
+        cols = len(self.images)
+        pictures = {"reconstructions": plots.tile_images(np.concatenate([originals, recon]), 2, cols)}
+        noise = inference.prior_noise(self.n_samples, latent_dim, self.seed)
+        side = int(np.ceil(np.sqrt(self.n_samples)))
+        pictures["samples"] = plots.tile_images(inference.decode(decoder, noise), side, side)
+        if latent_dim >= 2:
+            z, _ = inference.manifold_latents(self.grid_size, latent_dim)
+            pictures["manifold"] = plots.tile_images(inference.decode(decoder, z), self.grid_size, self.grid_size, pad=0)
+        with self.writer.as_default():
+            for name, picture in pictures.items():
+                picture = picture if picture.ndim == 3 else picture[..., None]
+                self._tf.summary.image(name, picture[None].astype("float32"), step=epoch)
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        self.writer.close()
+
+
+def tensorboard_callbacks(log_dir, images, seed, grid_size):
+    """TensorBoard scalars and images, or none with a warning where TensorFlow is missing."""
+    try:
+        import tensorflow  # noqa: F401
+        import tensorboard  # noqa: F401
+    except ImportError:
+        warnings.warn("tensorflow/tensorboard not installed: no TensorBoard logs are written", stacklevel=2)
+        return []
+    return [
+        keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0),
+        TensorBoardImages(log_dir, images, seed, grid_size=grid_size),
+    ]

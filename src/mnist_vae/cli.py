@@ -1,0 +1,116 @@
+"""The ``vae`` command: parse arguments, map them onto ``Config``, call the library."""
+
+import argparse
+import dataclasses
+import sys
+import types
+import typing
+from pathlib import Path
+
+from mnist_vae.config import Config, field_docs
+from mnist_vae.errors import UserError
+
+
+def _add_config_flags(parser):
+    """One flag per ``Config`` field, help text from the field's docstring, no defaults applied here."""
+    from mnist_vae.data import DATASETS
+    from mnist_vae.models import ARCHITECTURES
+
+    choices = {"dataset": sorted(DATASETS), "architecture": sorted(ARCHITECTURES)}
+    docs = field_docs()
+    hints = typing.get_type_hints(Config)
+    group = parser.add_argument_group("training configuration (defaults from Config; see config.json)")
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{docs.get(f.name, '')} (default: {f.default})"
+        # SUPPRESS: only flags the user typed appear in the namespace, so they can override a
+        # --config file or be checked against a resumed run's saved config.
+        kwargs = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
+        hint = hints[f.name]
+        if hint is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+            continue
+        base = next(t for t in typing.get_args(hint) if t is not type(None)) if isinstance(hint, types.UnionType) else hint
+        group.add_argument(flag, type=base, metavar=f.name.upper(), choices=choices.get(f.name), **kwargs)
+
+
+def build_parser():
+    """The argument parser of ``vae``."""
+    parser = argparse.ArgumentParser(prog="vae", description="Variational autoencoders on MNIST-family images.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,plot}")
+
+    train = sub.add_parser("train", help="train a VAE and write models, checkpoint, logs, plots, metrics")
+    train.add_argument("--out", default=".", type=Path, help="run directory (default: the current directory)")
+    train.add_argument("--config", type=Path, help="JSON file of config fields; flags given override it")
+    train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    train.add_argument("--overwrite", action="store_true", help="delete a previous run's outputs in --out first")
+    train.add_argument("--data-dir", type=Path, help="folder with the dataset's IDX files (else searched for)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_flags(train)
+
+    plot = sub.add_parser("plot", help="(re)draw the PNG plots of a trained run into DIR/plots")
+    plot.add_argument("dir", type=Path, help="run directory written by `vae train`")
+    plot.add_argument("--grid-size", type=int, help="rows and columns of the manifold grid")
+    plot.add_argument("--dims", type=int, nargs=2, default=(0, 1), metavar=("I", "J"),
+                      help="latent dimensions spanned by the manifold grid (default: 0 1)")
+    plot.add_argument("--data-dir", type=Path, help="folder with the dataset's IDX files (else searched for)")
+    return parser
+
+
+def config_from_args(args):
+    """Config = defaults <- saved run (--resume) or --config file <- flags typed on the command line."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
+    if args.resume and (args.out / "config.json").exists():
+        base = Config.load(args.out / "config.json")
+    elif args.config is not None:
+        base = Config.load(args.config)
+    else:
+        base = Config()
+    return dataclasses.replace(base, **given).validate()
+
+
+def run_train(args):
+    """``vae train``."""
+    from mnist_vae.train import train
+
+    config = config_from_args(args)
+    metrics = train(config, args.out, resume=args.resume, overwrite=args.overwrite,
+                    data_dir=args.data_dir, verbose=0 if args.quiet else "auto")
+    print(f"test loss {metrics['test']['loss']:.2f} nats/image "
+          f"(reconstruction {metrics['test']['reconstruction_loss']:.2f}, KL {metrics['test']['kl_loss']:.2f}); "
+          f"outputs in {args.out.resolve()}")
+
+
+def run_plot(args):
+    """``vae plot DIR``."""
+    from mnist_vae.data import load_splits
+    from mnist_vae.report import write_plots
+    from mnist_vae.rundir import RunDir, load_model
+
+    run = RunDir(args.dir)
+    config = Config.load(run.config)
+    encoder, decoder = load_model(run.encoder, compile=False), load_model(run.decoder, compile=False)
+    latent_dim = decoder.inputs[0].shape[-1]
+    if latent_dim >= 2 and not all(0 <= d < latent_dim for d in args.dims) or args.dims[0] == args.dims[1]:
+        raise UserError(f"--dims must be two different latent dimensions in 0..{latent_dim - 1}, got {list(args.dims)}")
+    if args.grid_size is not None and args.grid_size < 2:
+        raise UserError(f"--grid-size must be at least 2, got {args.grid_size}")
+    splits = load_splits(config.dataset, config.validation_size, limit=1, data_dir=args.data_dir)
+    for path in write_plots(run, encoder, decoder, splits.test, splits.spec.class_names, config,
+                            dims=tuple(args.dims), grid_size=args.grid_size):
+        print(path)
+
+
+def main(argv=None):
+    """Entry point of the ``vae`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        {"train": run_train, "plot": run_plot}[args.command](args)
+    except UserError as e:
+        print(f"vae {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vae {args.command}: interrupted; `vae train --resume --out DIR` continues a training run",
+              file=sys.stderr)
+        return 130
+    return 0

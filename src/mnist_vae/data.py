@@ -1,0 +1,353 @@
+"""Datasets: IDX files, where to find them, checksums, splits and batches.
+
+This is the only module that knows file formats and locations. Everything downstream sees
+float32 images of shape (n, 32, 32, 1) in [0, 1] and uint8 labels.
+"""
+
+import dataclasses
+import gzip
+import hashlib
+import importlib.resources
+import math
+import os
+import shutil
+import struct
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from mnist_vae.errors import UserError
+
+ENV_DATA_DIR = "MNIST_VAE_DATA"
+PAD = 2  # 28x28 -> 32x32 so two stride-2 convolutions give an 8x8 grid, as in the seed
+
+# IDX type codes (http://yann.lecun.com/exdb/mnist/): code -> big-endian numpy dtype.
+_IDX_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+class DataError(UserError):
+    """A dataset file is missing, unreadable, corrupt or not what it should be."""
+
+
+def _read_bytes(path):
+    """Whole file content, gunzipped when it starts with the gzip magic number."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as e:
+            raise DataError(
+                f"{path}: corrupt or truncated gzip data ({e}); delete it and fetch it again"
+            ) from None
+    return raw
+
+
+def parse_idx(content, name="<bytes>", ndim=None):
+    """Parse IDX bytes into a numpy array, checking magic number, dimensions and length."""
+    if len(content) < 4:
+        raise DataError(f"{name}: not an IDX file (only {len(content)} bytes)")
+    zero, code, dims = struct.unpack(">HBB", content[:4])
+    if zero != 0 or code not in _IDX_DTYPES:
+        raise DataError(
+            f"{name}: not an IDX file (magic number 0x{content[:4].hex()}); "
+            "expected an MNIST-format file such as train-images-idx3-ubyte"
+        )
+    if dims == 0:
+        raise DataError(f"{name}: IDX header declares 0 dimensions")
+    if ndim is not None and dims != ndim:
+        raise DataError(f"{name}: expected {ndim} dimensions, the IDX header declares {dims}")
+    header = 4 + 4 * dims
+    if len(content) < header:
+        raise DataError(f"{name}: truncated IDX header")
+    shape = struct.unpack(f">{dims}I", content[4:header])
+    dtype = _IDX_DTYPES[code]
+    expected = math.prod(shape) * dtype.itemsize
+    actual = len(content) - header
+    if actual != expected:
+        what = "truncated" if actual < expected else "has trailing bytes"
+        raise DataError(
+            f"{name}: {what}: header shape {shape} needs {expected} data bytes, found {actual}; "
+            "delete it and fetch it again"
+        )
+    array = np.frombuffer(content, dtype=dtype, offset=header).reshape(shape)
+    return array.astype(dtype.newbyteorder("="), copy=False)
+
+
+def read_idx(path, ndim=None, sha256=None):
+    """Read a (possibly gzipped) IDX file; optionally verify the SHA-256 of its decompressed content."""
+    content = _read_bytes(path)
+    if sha256 is not None:
+        digest = hashlib.sha256(content).hexdigest()
+        if digest != sha256:
+            raise DataError(
+                f"{path}: checksum mismatch (SHA-256 {digest[:12]}..., expected {sha256[:12]}...); "
+                "the file is corrupt or a different dataset: delete it and fetch it again"
+            )
+    return parse_idx(content, name=str(path), ndim=ndim)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """Where a dataset's four IDX files live and how to check them."""
+
+    name: str
+    files: dict  # split -> (images file, labels file), names without ".gz"
+    sha256: dict  # file name -> SHA-256 of the decompressed content
+    class_names: tuple
+    packaged: str | None = None  # folder inside the package holding the files
+    system_dirs: tuple = ()  # read-only system copies (Debian packages)
+    install_hint: str = ""
+    urls: tuple = ()  # base URLs to download "<file>.gz" from, tried in order
+
+
+_IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+# name -> spec; a new MNIST-format dataset is one entry here.
+DATASETS = {
+    "mnist": DatasetSpec(
+        name="mnist",
+        files=_IDX_FILES,
+        sha256={
+            "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        },
+        class_names=tuple(str(d) for d in range(10)),
+        packaged="datasets/mnist",
+        install_hint="reinstall mnist-vae, which ships MNIST",
+        urls=("https://storage.googleapis.com/cvdf-datasets/mnist/",),
+    ),
+    "fashion_mnist": DatasetSpec(
+        name="fashion_mnist",
+        files=_IDX_FILES,
+        sha256={
+            "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
+        class_names=(
+            "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+        ),
+        system_dirs=("/usr/share/datasets/fashion-mnist",),
+        install_hint="apt-get install dataset-fashion-mnist",
+        urls=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    ),
+}
+
+
+def get_spec(name):
+    """The registered dataset called ``name``, or a clear error listing the choices."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise UserError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}") from None
+
+
+def default_cache_dir():
+    """Per-user download cache: $XDG_CACHE_HOME/mnist-vae or ~/.cache/mnist-vae."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mnist-vae"
+
+
+def _find_file(folder, name):
+    """``folder/name.gz`` or ``folder/name``, whichever exists, else None."""
+    for candidate in (Path(folder) / f"{name}.gz", Path(folder) / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _has_all(folder, spec):
+    return all(_find_file(folder, f) for pair in spec.files.values() for f in pair)
+
+
+def candidate_dirs(spec, data_dir=None, cache_dir=None):
+    """Folders searched for the dataset, in order (the download cache last)."""
+    dirs = []
+    if data_dir:
+        dirs.append(Path(data_dir))
+    if os.environ.get(ENV_DATA_DIR):
+        dirs.append(Path(os.environ[ENV_DATA_DIR]))
+    if spec.packaged:
+        dirs.append(Path(str(importlib.resources.files("mnist_vae").joinpath(spec.packaged))))
+    dirs.extend(Path(d) for d in spec.system_dirs)
+    dirs.append(Path(cache_dir) if cache_dir else default_cache_dir() / spec.name)
+    return dirs
+
+
+def locate(spec, data_dir=None, cache_dir=None, download=True, timeout=60):
+    """The first folder holding all four files of ``spec``, downloading them if allowed."""
+    dirs = candidate_dirs(spec, data_dir, cache_dir)
+    for folder in dirs:
+        if _has_all(folder, spec):
+            return folder
+    target = dirs[-1]
+    if download and spec.urls:
+        return fetch(spec, target, spec.urls, timeout=timeout)
+    raise DataError(_missing_message(spec, dirs))
+
+
+def _missing_message(spec, dirs, reason=""):
+    looked = ", ".join(str(d) for d in dirs)
+    hint = f"; or {spec.install_hint}" if spec.install_hint else ""
+    return (
+        f"{spec.name} not found{reason} (looked in {looked}): put the four IDX files in a folder and "
+        f"pass --data-dir or set {ENV_DATA_DIR}{hint}"
+    )
+
+
+def fetch(spec, target, urls, timeout=60):
+    """Download the files of ``spec`` into ``target``, verifying checksums; returns ``target``."""
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    for pair in spec.files.values():
+        for name in pair:
+            if _find_file(target, name):
+                continue
+            errors = []
+            for base in urls:
+                url = base.rstrip("/") + f"/{name}.gz"
+                try:
+                    _download_verified(url, target / f"{name}.gz", spec.sha256.get(name), timeout)
+                    break
+                except (urllib.error.URLError, OSError, DataError) as e:
+                    errors.append(f"{url}: {getattr(e, 'reason', e)}")
+            else:
+                raise DataError(
+                    _missing_message(spec, [target], reason=f" and download failed ({'; '.join(errors)})")
+                )
+    return target
+
+
+def _download_verified(url, dest, sha256, timeout):
+    """Stream ``url`` to a temporary file beside ``dest``, check it, then rename into place."""
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            shutil.copyfileobj(response, out)
+        read_idx(tmp, sha256=sha256)  # raises DataError on a corrupt or wrong file
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+@dataclasses.dataclass
+class Split:
+    """Model-ready images (n, 32, 32, 1) float32 in [0, 1] with their labels (n,) uint8."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self):
+        return len(self.images)
+
+
+@dataclasses.dataclass
+class Splits:
+    """Train, validation (held out of the 60,000 training images) and test."""
+
+    train: Split
+    validation: Split
+    test: Split
+    spec: DatasetSpec
+
+
+def to_model_input(images):
+    """uint8 (n, 28, 28) -> float32 (n, 32, 32, 1) in [0, 1], zero-padded by 2 pixels."""
+    x = images.astype("float32") / 255.0
+    x = np.pad(x, ((0, 0), (PAD, PAD), (PAD, PAD)))
+    return x[..., None]
+
+
+def from_model_input(x):
+    """float32 (n, 32, 32, c) -> (n, 28, 28, c): drop the zero padding again."""
+    return x[:, PAD:-PAD, PAD:-PAD]
+
+
+def load_raw(spec, split, folder):
+    """uint8 images (n, 28, 28) and labels (n,) of one split, checksums verified."""
+    image_file, label_file = spec.files[split]
+    images = read_idx(_find_file(folder, image_file), ndim=3, sha256=spec.sha256.get(image_file))
+    labels = read_idx(_find_file(folder, label_file), ndim=1, sha256=spec.sha256.get(label_file))
+    if len(images) != len(labels):
+        raise DataError(f"{folder}: {len(images)} {split} images but {len(labels)} labels")
+    return images, labels
+
+
+def load_splits(dataset="mnist", validation_size=5000, limit=None, data_dir=None, download=True):
+    """Load a registered dataset: train (first N - validation_size, then ``limit``), validation, test."""
+    spec = get_spec(dataset)
+    folder = locate(spec, data_dir=data_dir, download=download)
+    train_images, train_labels = load_raw(spec, "train", folder)
+    test_images, test_labels = load_raw(spec, "test", folder)
+    n = len(train_images)
+    if not 0 < validation_size < n:
+        raise UserError(f"--validation-size must be between 1 and {n - 1}, got {validation_size}")
+    cut = n - validation_size  # the validation slice is the end of the training file
+    train_end = cut if limit is None else min(limit, cut)
+    return Splits(
+        train=Split(to_model_input(train_images[:train_end]), train_labels[:train_end]),
+        validation=Split(to_model_input(train_images[cut:]), train_labels[cut:]),
+        test=Split(to_model_input(test_images), test_labels),
+        spec=spec,
+    )
+
+
+class ImageBatches(keras.utils.PyDataset):
+    """Batches of images for ``fit``/``evaluate``; the order is a function of (seed, epoch).
+
+    Deriving each epoch's permutation from the epoch number, rather than from a running RNG,
+    means a resumed run sees exactly the batches the uninterrupted run would have seen.
+    Call ``set_epoch`` at the start of every epoch (``EpochSetter`` does it).
+    """
+
+    def __init__(self, images, batch_size, shuffle=False, seed=0):
+        super().__init__()
+        self.images = images
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch):
+        """Select the permutation of ``epoch``."""
+        self.epoch = epoch
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, epoch])
+            self.order = rng.permutation(len(self.images))
+        else:
+            self.order = None
+
+    def __len__(self):
+        return math.ceil(len(self.images) / self.batch_size)
+
+    def __getitem__(self, index):
+        lo, hi = index * self.batch_size, (index + 1) * self.batch_size
+        if self.order is None:
+            return self.images[lo:hi]
+        return self.images[np.sort(self.order[lo:hi])]  # sorted indices: faster gather

@@ -1,0 +1,58 @@
+"""Turning trained encoders and decoders into arrays: latents, images, fixed evaluation noise."""
+
+from statistics import NormalDist
+
+import numpy as np
+from keras import ops
+
+from mnist_vae.data import from_model_input
+
+
+def encode(encoder, images, batch_size=512):
+    """Posterior means and log-variances, each (n, latent_dim) float32."""
+    z_mean, z_log_var = encoder.predict(images, batch_size=batch_size, verbose=0)
+    return np.asarray(z_mean), np.asarray(z_log_var)
+
+
+def logits_to_images(logits):
+    """Decoder logits (n, 32, 32, c) -> pixel means (n, 28, 28, c) in [0, 1], padding removed."""
+    return from_model_input(ops.convert_to_numpy(ops.sigmoid(ops.convert_to_tensor(logits))))
+
+
+def decode(decoder, z, batch_size=512):
+    """Pixel means (n, 28, 28, c) for latents z (n, latent_dim)."""
+    return logits_to_images(decoder.predict(np.asarray(z, "float32"), batch_size=batch_size, verbose=0))
+
+
+def reconstruct(encoder, decoder, images, batch_size=512):
+    """Decode each image's posterior mean: a deterministic reconstruction (n, 28, 28, c)."""
+    z_mean, _ = encode(encoder, images, batch_size)
+    return decode(decoder, z_mean, batch_size)
+
+
+def prior_noise(n, latent_dim, seed):
+    """Fixed draws from N(0, I): the same ``seed`` gives the same samples at every epoch."""
+    return np.random.default_rng([seed, 1]).standard_normal((n, latent_dim)).astype("float32")
+
+
+def manifold_latents(grid_size, latent_dim=2, dims=(0, 1)):
+    """Latents on a ``grid_size`` x ``grid_size`` grid at Normal quantiles over ``dims``.
+
+    Row-major from the top-left, with dimension ``dims[1]`` decreasing down the rows so the
+    picture reads like a plot with y upwards. Other dimensions are 0 (the prior mean).
+    Returns (grid_size**2, latent_dim) latents and the (grid_size,) quantile values.
+    """
+    # Quantiles of the centres of grid_size equal-probability bins, as in Kingma & Welling.
+    values = np.array([NormalDist().inv_cdf((i + 0.5) / grid_size) for i in range(grid_size)], "float32")
+    z = np.zeros((grid_size, grid_size, latent_dim), "float32")
+    z[..., dims[0]] = values[None, :]
+    z[..., dims[1]] = values[::-1, None]
+    return z.reshape(-1, latent_dim), values
+
+
+def principal_components(z, k=2):
+    """Project ``z`` (n, d) onto its first ``k`` principal components: (n, k) and explained variance ratios."""
+    centred = z - z.mean(axis=0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    ratios = s**2 / max(float(np.sum(s**2)), 1e-12)
+    return centred @ vt[:k].T, ratios[:k]

@@ -1,0 +1,162 @@
+"""Layers and models: the seed's convolutional encoder and decoder, the sampling layer, the VAE.
+
+No loss formulas and no file I/O live here; the VAE delegates its objective to ``losses``.
+"""
+
+import keras
+from keras import layers, ops
+
+from mnist_vae import losses
+
+PACKAGE = "mnist_vae"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Sampling(layers.Layer):
+    """Reparameterisation trick: z = z_mean + exp(0.5 * z_log_var) * eps, eps ~ N(0, I)."""
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs):
+        """Draw one z per row of ``z_mean``: (batch, latent_dim)."""
+        z_mean, z_log_var = inputs
+        eps = keras.random.normal(ops.shape(z_mean), dtype=z_mean.dtype, seed=self.seed_generator)
+        return z_mean + ops.exp(0.5 * z_log_var) * eps
+
+    def compute_output_shape(self, input_shape):
+        """Same shape as ``z_mean``."""
+        return input_shape[0]
+
+    # Keras saves only trainable/non-trainable variables, not SeedGenerator state; saving it
+    # too makes a resumed run draw the same noise an uninterrupted one would, and a reloaded
+    # model reproduce the original's next sample.
+    def save_own_variables(self, store):
+        """Store the RNG state with the layer."""
+        store["seed_state"] = self.seed_generator.state
+
+    def load_own_variables(self, store):
+        """Restore the RNG state saved by ``save_own_variables``."""
+        if "seed_state" in store:
+            self.seed_generator.state.assign(store["seed_state"])
+
+    def get_config(self):
+        """Serialisable constructor arguments."""
+        return {**super().get_config(), "seed": self.seed}
+
+
+def build_seed_encoder(image_shape=(32, 32, 1), latent_dim=2):
+    """The seed encoder: two stride-2 convolutions -> Dense 16 -> (z_mean, z_log_var)."""
+    images = keras.Input(shape=image_shape, name="images")  # (batch, 32, 32, 1) in [0, 1]
+    h = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(images)  # (b, 16, 16, 32)
+    h = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(h)  # (b, 8, 8, 64)
+    h = layers.Flatten()(h)
+    h = layers.Dense(16, activation="relu")(h)
+    z_mean = layers.Dense(latent_dim, name="z_mean")(h)
+    z_log_var = layers.Dense(latent_dim, name="z_log_var")(h)
+    return keras.Model(images, [z_mean, z_log_var], name="encoder")
+
+
+def build_seed_decoder(image_shape=(32, 32, 1), latent_dim=2):
+    """The seed decoder: Dense 8*8*64 -> two stride-2 transposed convolutions -> logits."""
+    height, width, channels = image_shape
+    if height % 4 or width % 4:
+        raise ValueError(f"image side must be a multiple of 4 for two stride-2 layers, got {image_shape}")
+    z = keras.Input(shape=(latent_dim,), name="z")
+    h = layers.Dense((height // 4) * (width // 4) * 64, activation="relu")(z)
+    h = layers.Reshape((height // 4, width // 4, 64))(h)  # (b, 8, 8, 64)
+    h = layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu")(h)  # (b, 16, 16, 64)
+    h = layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu")(h)  # (b, 32, 32, 32)
+    # No sigmoid: the decoder returns Bernoulli logits; images are sigmoid(logits).
+    logits = layers.Conv2DTranspose(channels, 3, padding="same", name="logits")(h)  # (b, 32, 32, 1)
+    return keras.Model(z, logits, name="decoder")
+
+
+# architecture name -> (encoder builder, decoder builder); new ones register here.
+ARCHITECTURES = {
+    "seed": (build_seed_encoder, build_seed_decoder),
+}
+
+
+def build_vae(image_shape=(32, 32, 1), latent_dim=2, architecture="seed", seed=None, beta=1.0):
+    """Build an unbuilt-weights VAE of the named architecture, ready to compile."""
+    try:
+        build_encoder, build_decoder = ARCHITECTURES[architecture]
+    except KeyError:
+        raise ValueError(
+            f"unknown architecture {architecture!r}; choose one of {sorted(ARCHITECTURES)}"
+        ) from None
+    encoder = build_encoder(image_shape, latent_dim)
+    decoder = build_decoder(image_shape, latent_dim)
+    vae = VAE(encoder, decoder, seed=seed, beta=beta)
+    vae(ops.zeros((1, *image_shape)))  # create every variable now so weights can be restored
+    return vae
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class VAE(keras.Model):
+    """Encoder -> Sampling -> decoder; ``fit`` minimises the negative ELBO in nats per image.
+
+    ``call`` returns a dict: ``logits`` (batch, H, W, C), ``z_mean`` and ``z_log_var``
+    (batch, latent_dim).
+    """
+
+    def __init__(self, encoder, decoder, seed=None, beta=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.decoder = decoder
+        self.seed = seed
+        self.beta = float(beta)
+        self.sampling = Sampling(seed=seed, name="sampling")
+        # Per-image means (the trackers are updated with (batch,) vectors), so a partial last
+        # batch is weighted by its size, as Keras does for the total ``loss``.
+        self.reconstruction_loss_tracker = keras.metrics.Mean(name="reconstruction_loss")
+        self.kl_loss_tracker = keras.metrics.Mean(name="kl_loss")
+
+    @property
+    def latent_dim(self):
+        """Number of latent dimensions."""
+        return self.decoder.inputs[0].shape[-1]
+
+    @property
+    def image_shape(self):
+        """(height, width, channels) of the padded images the model takes."""
+        return tuple(self.encoder.inputs[0].shape[1:])
+
+    def call(self, inputs, training=False):
+        """Encode, sample one z per image, decode."""
+        z_mean, z_log_var = self.encoder(inputs, training=training)
+        z = self.sampling([z_mean, z_log_var])
+        logits = self.decoder(z, training=training)
+        return {"logits": logits, "z_mean": z_mean, "z_log_var": z_log_var}
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Mean negative ELBO over the batch; also updates the named term trackers."""
+        target = x if y is None else y
+        terms = losses.vae_loss(
+            target, y_pred["logits"], y_pred["z_mean"], y_pred["z_log_var"], beta=self.beta
+        )
+        self.reconstruction_loss_tracker.update_state(terms["reconstruction_loss"])
+        self.kl_loss_tracker.update_state(terms["kl_loss"])
+        return ops.mean(terms["loss"])
+
+    def get_config(self):
+        """Everything needed to rebuild the model, sub-models included."""
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "decoder": keras.saving.serialize_keras_object(self.decoder),
+            "seed": self.seed,
+            "beta": self.beta,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        """Inverse of ``get_config``."""
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        config["decoder"] = keras.saving.deserialize_keras_object(config["decoder"])
+        return cls(**config)

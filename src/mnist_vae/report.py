@@ -1,0 +1,52 @@
+"""Render a run's pictures to PNG files: the only place figures meet the file system."""
+
+import numpy as np
+
+from mnist_vae import inference, plots
+from mnist_vae.data import from_model_input
+from mnist_vae.rundir import replace_atomically
+
+PLOT_FILES = ("latent_scatter.png", "manifold.png", "reconstructions.png", "samples.png")
+
+
+def build_figures(encoder, decoder, test, class_names, seed=0, grid_size=20, dims=(0, 1), n_examples=10):
+    """Figures of a trained model: name -> Figure (the manifold only for latent_dim >= 2)."""
+    latent_dim = decoder.inputs[0].shape[-1]
+    z_mean, _ = inference.encode(encoder, test.images)
+    if latent_dim == 2:
+        points, axis_labels, title = z_mean, ("z[0]", "z[1]"), "Latent space: posterior means (test set)"
+    elif latent_dim > 2:
+        points, ratios = inference.principal_components(z_mean)
+        axis_labels = tuple(f"PC{i + 1} ({r:.0%} of variance)" for i, r in enumerate(ratios))
+        title = f"Latent space: first two principal components of {latent_dim}-D posterior means (test set)"
+    else:
+        points, axis_labels, title = z_mean, ("z[0]", ""), "Latent space: posterior means (test set)"
+    figures = {"latent_scatter.png": plots.latent_scatter(points, test.labels, class_names, title, axis_labels)}
+    if latent_dim >= 2:
+        z, values = inference.manifold_latents(grid_size, latent_dim, dims)
+        extra = "" if latent_dim == 2 else f" (other {latent_dim - 2} dimensions at 0)"
+        figures["manifold.png"] = plots.manifold_grid(
+            inference.decode(decoder, z), values, f"Decoded latent grid at Normal quantiles{extra}",
+            (f"z[{dims[0]}]", f"z[{dims[1]}]"),
+        )
+    # The first test image of each class, so every class appears once.
+    picks = [int(np.flatnonzero(test.labels == c)[0]) for c in np.unique(test.labels)][:n_examples]
+    originals = test.images[picks]
+    figures["reconstructions.png"] = plots.reconstructions(
+        from_model_input(originals), inference.reconstruct(encoder, decoder, originals)
+    )
+    noise = inference.prior_noise(100, latent_dim, seed)
+    figures["samples.png"] = plots.samples(inference.decode(decoder, noise), cols=10)
+    return figures
+
+
+def write_plots(run, encoder, decoder, test, class_names, config, dims=(0, 1), grid_size=None):
+    """Write every figure as a PNG in ``run.plots``; returns the paths written."""
+    figures = build_figures(encoder, decoder, test, class_names, config.seed, grid_size or config.grid_size, dims)
+    run.plots.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, fig in figures.items():
+        path = run.plots / name
+        replace_atomically(lambda tmp, fig=fig: fig.savefig(tmp, dpi=110, format="png"), path, suffix=".png")
+        paths.append(path)
+    return paths

@@ -1,0 +1,79 @@
+"""The typed config: defaults, validation, JSON, and the CLI generated from it."""
+
+import dataclasses
+import json
+
+import pytest
+
+from mnist_vae.cli import build_parser, config_from_args
+from mnist_vae.config import Config, field_docs
+from mnist_vae.errors import UserError
+
+
+def test_defaults_are_the_seed_recipe():
+    c = Config().validate()
+    assert (c.dataset, c.latent_dim, c.epochs, c.batch_size, c.learning_rate, c.seed, c.jit_compile) == (
+        "mnist", 2, 30, 128, 1e-3, 0, False)
+    assert c.validation_size == 5000 and c.limit is None
+
+
+def test_every_field_has_a_docstring_and_a_flag():
+    docs = field_docs()
+    names = [f.name for f in dataclasses.fields(Config)]
+    assert sorted(docs) == sorted(names) and all(docs.values())
+    help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    for name in names:
+        assert "--" + name.replace("_", "-") in help_text
+
+
+def test_json_round_trip(tmp_path):
+    c = Config(latent_dim=8, limit=100, dataset="fashion_mnist")
+    path = tmp_path / "config.json"
+    path.write_text(c.to_json())
+    assert Config.load(path) == c
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"latent_dim": 0}, "--latent-dim must be at least 1"),
+        ({"epochs": "3"}, "--epochs must be int"),
+        ({"learning_rate": 5.0}, "--learning-rate must be between 0 and 1"),
+        ({"dataset": "cifar"}, "--dataset must be one of"),
+        ({"limit": True}, "--limit must be int or null"),
+        ({"jit_compile": 1}, "--jit-compile must be bool"),
+        ({"colour": "red"}, "unknown config field"),
+    ],
+)
+def test_bad_values_are_named(values, message):
+    with pytest.raises(UserError, match=message):
+        Config.from_dict(values)
+
+
+def test_bad_config_files(tmp_path):
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(UserError, match="not a readable JSON config"):
+        Config.load(broken)
+    with pytest.raises(UserError, match="config file not found"):
+        Config.load(tmp_path / "nope.json")
+    listed = tmp_path / "list.json"
+    listed.write_text("[1, 2]")
+    with pytest.raises(UserError, match="expected a JSON object"):
+        Config.load(listed)
+
+
+def test_flags_override_a_config_file_which_overrides_defaults(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"latent_dim": 4, "epochs": 7}))
+    args = build_parser().parse_args(["train", "--config", str(path), "--epochs", "3", "--jit-compile"])
+    c = config_from_args(args)
+    assert (c.latent_dim, c.epochs, c.jit_compile, c.batch_size) == (4, 3, True, 128)
+
+
+def test_nonsense_flag_values_are_rejected_by_the_parser(capsys):
+    for argv in (["train", "--latent-dim", "two"], ["train", "--dataset", "cifar"], ["train", "--bogus"]):
+        with pytest.raises(SystemExit) as info:
+            build_parser().parse_args(argv)
+        assert info.value.code == 2
+    assert "invalid choice: 'cifar'" in capsys.readouterr().err

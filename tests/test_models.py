@@ -1,0 +1,165 @@
+"""Model shapes, the exact seed architecture, training/evaluation steps, serialisation."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from mnist_vae import models
+from mnist_vae.errors import UserError
+from mnist_vae.rundir import load_model
+
+
+def _batch(n=8, seed=0):
+    return np.random.default_rng(seed).uniform(size=(n, 32, 32, 1)).astype("float32")
+
+
+def test_shapes_for_several_latent_sizes():
+    for latent_dim in (1, 2, 5):
+        vae = models.build_vae(latent_dim=latent_dim, seed=0)
+        out = vae(_batch(3))
+        assert tuple(out["logits"].shape) == (3, 32, 32, 1)
+        assert tuple(out["z_mean"].shape) == (3, latent_dim)
+        assert tuple(out["z_log_var"].shape) == (3, latent_dim)
+        assert vae.latent_dim == latent_dim and vae.image_shape == (32, 32, 1)
+
+
+def test_exact_seed_architecture():
+    encoder = models.build_seed_encoder(latent_dim=2)
+    described = [
+        (type(l).__name__, getattr(l, "filters", None) or getattr(l, "units", None),
+         getattr(l, "strides", None), getattr(getattr(l, "activation", None), "__name__", None))
+        for l in encoder.layers[1:]
+    ]
+    assert described == [
+        ("Conv2D", 32, (2, 2), "relu"), ("Conv2D", 64, (2, 2), "relu"), ("Flatten", None, None, None),
+        ("Dense", 16, None, "relu"), ("Dense", 2, None, "linear"), ("Dense", 2, None, "linear"),
+    ]
+    assert [o.name.split("/")[0] for o in encoder.outputs] == ["z_mean", "z_log_var"]
+    decoder = models.build_seed_decoder(latent_dim=2)
+    described = [
+        (type(l).__name__, getattr(l, "filters", None) or getattr(l, "units", None),
+         getattr(l, "strides", None), getattr(getattr(l, "activation", None), "__name__", None))
+        for l in decoder.layers[1:]
+    ]
+    assert described == [
+        ("Dense", 8 * 8 * 64, None, "relu"), ("Reshape", None, None, None),
+        ("Conv2DTranspose", 64, (2, 2), "relu"), ("Conv2DTranspose", 32, (2, 2), "relu"),
+        ("Conv2DTranspose", 1, (1, 1), "linear"),  # logits: no sigmoid in the model
+    ]
+    assert encoder.count_params() == 69076 and decoder.count_params() == 65089
+
+
+def test_unknown_architecture_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown architecture 'big'"):
+        models.build_vae(architecture="big")
+
+
+def test_sampling_is_seeded_and_has_the_right_moments():
+    z_mean = np.full((20000, 2), [1.0, -2.0], "float32")
+    z_log_var = np.full((20000, 2), [0.0, np.log(4.0)], "float32")
+    a = keras.ops.convert_to_numpy(models.Sampling(seed=7)([z_mean, z_log_var]))
+    b = keras.ops.convert_to_numpy(models.Sampling(seed=7)([z_mean, z_log_var]))
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(a.mean(axis=0), [1.0, -2.0], atol=0.05)
+    np.testing.assert_allclose(a.std(axis=0), [1.0, 2.0], atol=0.05)
+
+
+def _weights(model):
+    return [np.array(w) for w in model.get_weights()]
+
+
+def test_a_train_step_changes_weights_and_an_evaluation_step_does_not():
+    vae = models.build_vae(seed=0)
+    vae.compile(keras.optimizers.Adam(1e-3))
+    x = _batch(16)
+    before = _weights(vae)
+    logs = vae.test_on_batch(x, return_dict=True)
+    assert set(logs) >= {"loss", "reconstruction_loss", "kl_loss"}
+    assert all(np.array_equal(a, b) for a, b in zip(before, _weights(vae)))
+    np.testing.assert_allclose(logs["loss"], logs["reconstruction_loss"] + logs["kl_loss"], rtol=1e-5)
+    vae.train_on_batch(x)
+    after = _weights(vae)
+    changed = [not np.array_equal(a, b) for a, b in zip(before, after)]
+    assert all(changed), "every kernel and bias receives a gradient"
+
+
+def test_config_round_trip_rebuilds_the_same_model():
+    vae = models.build_vae(latent_dim=3, seed=5)
+    clone = models.VAE.from_config(json.loads(json.dumps(vae.get_config())))
+    clone(_batch(1))
+    clone.set_weights(vae.get_weights())
+    x = _batch(4)
+    np.testing.assert_array_equal(vae.encoder.predict(x, verbose=0)[0], clone.encoder.predict(x, verbose=0)[0])
+    assert clone.seed == 5 and clone.latent_dim == 3
+
+
+def test_saved_models_reload_identically_in_a_fresh_process(tmp_path):
+    vae = models.build_vae(seed=3)
+    vae.compile(keras.optimizers.Adam(1e-3))
+    vae.fit(_batch(64), batch_size=32, epochs=1, verbose=0)  # non-initial weights and optimizer state
+    vae.save(tmp_path / "vae.keras")
+    vae.encoder.save(tmp_path / "encoder.keras")
+    vae.decoder.save(tmp_path / "decoder.keras")
+    x = _batch(5, seed=9)
+    np.save(tmp_path / "x.npy", x)
+    expected = {
+        "z_mean": vae.encoder.predict(x, verbose=0)[0],
+        "decoded": vae.decoder.predict(np.array([[0.3, -1.0]], "float32"), verbose=0),
+        "vae_logits": keras.ops.convert_to_numpy(vae(x)["logits"]),  # the next sample of the saved RNG state
+    }
+    # Reload in another interpreter: only `import mnist_vae`, no custom_objects, safe_mode on.
+    script = textwrap.dedent(f"""
+        import numpy as np, keras, mnist_vae
+        d = {str(tmp_path)!r}
+        x = np.load(d + "/x.npy")
+        vae = keras.saving.load_model(d + "/vae.keras", safe_mode=True)
+        enc = keras.saving.load_model(d + "/encoder.keras", safe_mode=True)
+        dec = keras.saving.load_model(d + "/decoder.keras", safe_mode=True)
+        np.save(d + "/z_mean.npy", enc.predict(x, verbose=0)[0])
+        np.save(d + "/decoded.npy", dec.predict(np.array([[0.3, -1.0]], "float32"), verbose=0))
+        np.save(d + "/vae_logits.npy", keras.ops.convert_to_numpy(vae(x)["logits"]))
+        assert type(vae).__name__ == "VAE" and vae.optimizer is not None
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(np.load(tmp_path / f"{name}.npy"), value, err_msg=name)
+
+
+def test_a_file_that_is_not_a_model_gives_a_clear_error(tmp_path):
+    bogus = tmp_path / "vae.keras"
+    bogus.write_text("not a model")
+    with pytest.raises(UserError, match="not a Keras model file"):
+        load_model(bogus)
+    with pytest.raises(UserError, match="model file not found"):
+        load_model(tmp_path / "missing.keras")
+
+
+TORCH_SCRIPT = """
+import numpy as np, keras
+assert keras.backend.backend() == "torch"
+from mnist_vae import models
+vae = models.build_vae(seed=0)
+vae.compile(keras.optimizers.Adam(1e-3))
+x = np.random.default_rng(0).uniform(size=(32, 32, 32, 1)).astype("float32")
+before = [np.array(w) for w in vae.get_weights()]
+logs = vae.fit(x, batch_size=16, epochs=1, verbose=0).history
+after = [np.array(w) for w in vae.get_weights()]
+assert all(not np.array_equal(a, b) for a, b in zip(before, after))
+assert np.isfinite(logs["loss"][0]) and set(logs) >= {"loss", "reconstruction_loss", "kl_loss"}
+print("torch ok", logs["loss"][0])
+"""
+
+
+def test_the_same_training_step_runs_on_the_torch_backend():
+    pytest.importorskip("torch")
+    import os
+
+    result = subprocess.run([sys.executable, "-c", TORCH_SCRIPT], env={**os.environ, "KERAS_BACKEND": "torch"},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "torch ok" in result.stdout

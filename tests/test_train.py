@@ -1,0 +1,200 @@
+"""End to end: the CLI's promised files, resume after interruption or kill, refusing to lose data."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import REPO, run_cli, tiny_config
+from mnist_vae.config import Config
+from mnist_vae.errors import UserError
+from mnist_vae.rundir import RunDir, load_model
+from mnist_vae.train import train
+
+PROMISED = [
+    "models/vae.keras", "models/encoder.keras", "models/decoder.keras", "checkpoint.keras",
+    "config.json", "metrics.json", "history.csv",
+    "plots/latent_scatter.png", "plots/manifold.png", "plots/reconstructions.png", "plots/samples.png",
+]
+
+
+def _assert_complete_run(out, epochs):
+    for name in PROMISED:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert not (out / "backup").exists(), "the resume state is removed once the run is complete"
+    metrics = json.loads((out / "metrics.json").read_text())
+    for split in ("train", "validation", "test"):
+        terms = metrics[split]
+        assert np.isfinite(terms["loss"]) and terms["kl_loss"] >= 0
+        assert terms["loss"] == pytest.approx(terms["reconstruction_loss"] + terms["kl_loss"], rel=1e-4)
+    rows = (out / "history.csv").read_text().strip().splitlines()
+    assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(epochs))
+    return metrics
+
+
+@pytest.mark.slow
+def test_cli_train_writes_every_promised_file(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("train", "--limit", "512", "--epochs", "1", "--out", out, "--quiet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test loss" in result.stdout
+    metrics = _assert_complete_run(out, epochs=1)
+    assert metrics["units"].startswith("nats per image") and metrics["dataset"] == "mnist"
+    assert Config.load(out / "config.json") == Config(limit=512, epochs=1)
+    for name in ("vae", "encoder", "decoder"):
+        load_model(out / "models" / f"{name}.keras")
+    load_model(out / "checkpoint.keras")
+    # TensorBoard: scalars for train and validation, and the per-epoch images.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    images = EventAccumulator(str(out / "logs" / "images"), size_guidance={"images": 0, "tensors": 0}).Reload()
+    assert {"reconstructions", "samples", "manifold"} <= set(images.Tags()["tensors"])
+    for sub in ("train", "validation"):
+        scalars = EventAccumulator(str(out / "logs" / sub)).Reload()
+        assert "epoch_loss" in scalars.Tags()["tensors"]
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def __init__(self, at_epoch):
+        super().__init__()
+        self.at_epoch = at_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at_epoch:
+            raise KeyboardInterrupt
+
+
+def _weights_of(path):
+    return [np.array(w) for w in load_model(path).get_weights()]
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path):
+    config = tiny_config(epochs=3)
+    train(config, tmp_path / "straight", verbose=0)
+
+    out = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, out, verbose=0, callbacks=[_Interrupt(at_epoch=2)])
+    assert not (out / "metrics.json").exists() and (out / "backup" / "state.json").exists()
+    train(config, out, resume=True, verbose=0)
+
+    _assert_complete_run(out, epochs=3)
+    # Same batches, same noise, same optimizer state: the resumed run ends where the straight one does.
+    for a, b in zip(_weights_of(tmp_path / "straight/models/vae.keras"), _weights_of(out / "models/vae.keras")):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    straight = (tmp_path / "straight/history.csv").read_text().splitlines()
+    resumed = (out / "history.csv").read_text().splitlines()
+    assert [r.split(",")[2:] for r in straight] == [r.split(",")[2:] for r in resumed]  # all but timings
+
+
+@pytest.mark.slow
+def test_a_damaged_newest_state_falls_back_to_the_previous_one(tmp_path):
+    config = tiny_config(epochs=3)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, out, verbose=0, callbacks=[_Interrupt(at_epoch=2)])
+    state = json.loads((out / "backup/state.json").read_text())
+    assert state["epoch"] == 2
+    (out / "backup" / state["weights"]).write_bytes(b"half-written")
+    train(config, out, resume=True, verbose=0)
+    _assert_complete_run(out, epochs=3)
+
+
+@pytest.mark.slow
+def test_a_killed_process_resumes_and_finishes(tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "mnist_vae", "train", "--out", str(out), "--limit", "256",
+            "--validation-size", "200", "--batch-size", "64", "--epochs", "12", "--grid-size", "3", "--quiet"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = out / "backup" / "state.json"
+    deadline = time.time() + 240
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up: a hard kill mid-training
+    proc.wait()
+    assert state.exists(), "a state was saved before the kill"
+    assert not (out / "metrics.json").exists(), "killed before finishing (the test needs a mid-run kill)"
+    result = run_cli("train", "--resume", "--out", out, "--quiet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    _assert_complete_run(out, epochs=12)
+
+
+def test_existing_runs_are_never_clobbered_by_accident(trained_run, tmp_path):
+    source, _ = trained_run
+    out = tmp_path / "copy"
+    shutil.copytree(source, out)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    result = run_cli("train", "--out", out, "--limit", "64", "--epochs", "1")
+    assert result.returncode == 2
+    assert "already holds a run" in result.stderr and "--resume" in result.stderr and "--overwrite" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    # --resume of a finished run, and a changed config on resume, are refused too.
+    with pytest.raises(UserError, match="already finished"):
+        train(Config.load(out / "config.json"), out, resume=True, verbose=0)
+    with pytest.raises(UserError, match="latent_dim differ"):
+        train(tiny_config(epochs=2, latent_dim=3), out, resume=True, verbose=0)
+    with pytest.raises(UserError, match="no run to resume"):
+        train(tiny_config(), tmp_path / "empty", resume=True, verbose=0)
+
+
+def test_overwrite_replaces_only_the_run_outputs(trained_run, tmp_path):
+    source, _ = trained_run
+    out = tmp_path / "copy"
+    shutil.copytree(source, out)
+    (out / "notes.txt").write_text("mine")
+    train(tiny_config(), out, overwrite=True, verbose=0)
+    _assert_complete_run(out, epochs=1)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    for args, message in [
+        (["train", "--out", tmp_path / "a", "--latent-dim", "0"], "--latent-dim must be at least 1"),
+        (["train", "--out", tmp_path / "b", "--resume"], "no run to resume"),
+        (["train", "--out", tmp_path / "c", "--config", tmp_path / "missing.json"], "config file not found"),
+        (["plot", tmp_path / "nothing"], "config file not found"),
+    ]:
+        result = run_cli(*args)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "a").exists(), "a rejected config writes nothing"
+
+
+def test_plot_command_redraws_the_pictures(trained_run, tmp_path):
+    source, _ = trained_run
+    out = tmp_path / "copy"
+    shutil.copytree(source, out)
+    shutil.rmtree(out / "plots")
+    result = run_cli("plot", out, "--grid-size", "5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (out / "plots").iterdir()) == sorted(
+        ["latent_scatter.png", "manifold.png", "reconstructions.png", "samples.png"])
+    bad = run_cli("plot", out, "--dims", "0", "7")
+    assert bad.returncode == 2 and "--dims" in bad.stderr
+
+
+def test_higher_latent_dims_plot_principal_components(tmp_path):
+    out = tmp_path / "run"
+    train(tiny_config(latent_dim=4), out, verbose=0)
+    assert (out / "plots/latent_scatter.png").is_file() and (out / "plots/manifold.png").is_file()
+    result = run_cli("plot", out, "--dims", "1", "3")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_main_py_trains_into_the_current_directory(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "--limit", "128", "--epochs", "1", "--validation-size", "200", "--quiet"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    _assert_complete_run(tmp_path, epochs=1)
