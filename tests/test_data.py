@@ -195,13 +195,33 @@ def test_batches_cover_every_image_once_in_an_epoch_dependent_order():
     batches = data.ImageBatches(images, batch_size=4, shuffle=True, seed=3)
     assert len(batches) == 3
 
-    def epoch_values(epoch):
-        batches.set_epoch(epoch)
+    def one_pass():
         return np.concatenate([batches[i].ravel() for i in range(len(batches))])
 
-    first = epoch_values(0)
-    assert sorted(first) == list(range(10))
-    assert not np.array_equal(first, epoch_values(1))
-    np.testing.assert_array_equal(first, epoch_values(0))  # a function of (seed, epoch) only
+    first, second = one_pass(), one_pass()  # each request for batch 0 starts the next epoch
+    assert sorted(first) == sorted(second) == list(range(10))
+    assert not np.array_equal(first, second)
+    batches.restart(1)  # a resumed run starting at epoch 1 sees epoch 1's order
+    np.testing.assert_array_equal(one_pass(), second)
+    batches.restart(0)
+    np.testing.assert_array_equal(one_pass(), first)
     plain = data.ImageBatches(images, batch_size=4)
     np.testing.assert_array_equal(np.concatenate([plain[i].ravel() for i in range(3)]), np.arange(10))
+
+
+def test_an_explicit_data_dir_that_does_not_exist_is_named(tmp_path):
+    with pytest.raises(DataError, match="--data-dir .*no such folder"):
+        data.load_splits("mnist", data_dir=tmp_path / "typo")
+
+
+def test_files_of_the_wrong_image_size_or_labels_are_rejected(tmp_path):
+    sums = write_fake_dataset(tmp_path)
+    spec = _fake_spec(sums)
+    images = np.zeros((4, 20, 20))
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(images)))
+    with pytest.raises(DataError, match="expected uint8 28x28 images"):
+        data.load_raw(_fake_spec({}), "train", tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.full(20, 12))))
+    with pytest.raises(DataError, match="label 12 outside 0..9"):
+        data.load_raw(_fake_spec({}), "test", tmp_path)
+    assert spec.name == "fake"

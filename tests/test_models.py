@@ -28,30 +28,32 @@ def test_shapes_for_several_latent_sizes():
         assert vae.latent_dim == latent_dim and vae.image_shape == (32, 32, 1)
 
 
-def test_exact_seed_architecture():
-    encoder = models.build_seed_encoder(latent_dim=2)
-    described = [
+def _describe(model):
+    """(layer type, filters or units, strides, activation) of every layer after the input."""
+    return [
         (type(l).__name__, getattr(l, "filters", None) or getattr(l, "units", None),
          getattr(l, "strides", None), getattr(getattr(l, "activation", None), "__name__", None))
-        for l in encoder.layers[1:]
+        for l in model.layers[1:]
     ]
-    assert described == [
+
+
+def test_exact_seed_architecture():
+    encoder = models.build_seed_encoder(latent_dim=2)
+    assert _describe(encoder) == [
         ("Conv2D", 32, (2, 2), "relu"), ("Conv2D", 64, (2, 2), "relu"), ("Flatten", None, None, None),
         ("Dense", 16, None, "relu"), ("Dense", 2, None, "linear"), ("Dense", 2, None, "linear"),
     ]
-    assert [o.name.split("/")[0] for o in encoder.outputs] == ["z_mean", "z_log_var"]
+    assert [encoder.get_layer(n).output for n in ("z_mean", "z_log_var")] == list(encoder.outputs)
     decoder = models.build_seed_decoder(latent_dim=2)
-    described = [
-        (type(l).__name__, getattr(l, "filters", None) or getattr(l, "units", None),
-         getattr(l, "strides", None), getattr(getattr(l, "activation", None), "__name__", None))
-        for l in decoder.layers[1:]
-    ]
-    assert described == [
+    assert _describe(decoder) == [
         ("Dense", 8 * 8 * 64, None, "relu"), ("Reshape", None, None, None),
         ("Conv2DTranspose", 64, (2, 2), "relu"), ("Conv2DTranspose", 32, (2, 2), "relu"),
         ("Conv2DTranspose", 1, (1, 1), "linear"),  # logits: no sigmoid in the model
     ]
-    assert encoder.count_params() == 69076 and decoder.count_params() == 65089
+    # conv 3*3*1*32+32, conv 3*3*32*64+64, dense 4096*16+16, two heads 16*2+2
+    assert encoder.count_params() == 320 + 18496 + 65552 + 34 + 34
+    # dense 2*4096+4096, convT 3*3*64*64+64, convT 3*3*64*32+32, convT 3*3*32*1+1
+    assert decoder.count_params() == 12288 + 36928 + 18464 + 289
 
 
 def test_unknown_architecture_is_a_clear_error():

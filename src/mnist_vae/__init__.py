@@ -1,11 +1,35 @@
 """mnist-vae: convolutional variational autoencoders on MNIST-family images, on Keras 3."""
 
 import os
+import sys
 
 __version__ = "0.1.0"
 
-# Keep TensorFlow's C++ start-up chatter off the terminal unless the user asked for it.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+def _import_keras_quietly():
+    """Import Keras with file descriptor 2 muted, so TensorFlow's C++ start-up notices stay off.
+
+    TF prints them from C++ while loading (an environment variable set at run time does not stop
+    them) and they would bury one-line error messages. A user who sets TF_CPP_MIN_LOG_LEVEL
+    gets TF's own behaviour. Python exceptions still propagate and print as usual.
+    """
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        import keras  # noqa: F401
+
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import keras  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+_import_keras_quietly()
 
 # Importing the package registers the custom layers and models with Keras, so saved
 # `.keras` files load with `keras.saving.load_model` and no `custom_objects`.

@@ -12,18 +12,29 @@ import numpy as np
 
 from mnist_vae import inference, plots
 from mnist_vae.data import from_model_input
+from mnist_vae.errors import UserError
 from mnist_vae.rundir import replace_atomically, write_json_atomic
 
 
-class EpochSetter(keras.callbacks.Callback):
-    """Tell an ``ImageBatches`` which epoch starts, so its order depends on the epoch number."""
+class EpochSync(keras.callbacks.Callback):
+    """Start an ``ImageBatches`` at the epoch training (re)starts from.
+
+    The first epoch's iterator is opened after the first ``on_epoch_begin``, so restarting
+    there is in time; later epochs are counted by the dataset itself (see ``ImageBatches``).
+    """
 
     def __init__(self, batches):
         super().__init__()
         self.batches = batches
+        self._started = False
+
+    def on_train_begin(self, logs=None):
+        self._started = False
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.batches.set_epoch(epoch)
+        if not self._started:
+            self.batches.restart(epoch)
+            self._started = True
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -39,14 +50,14 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     back to it when the newest state cannot be read.
 
     ``extra_state()`` returns a JSON-able dict saved with each state; ``on_restore(epoch, extra)``
-    is called after a state is restored (e.g. to restore the best checkpoint's score).
+    is called after a state is restored (e.g. to restore the best checkpoint's score). Put this
+    callback last, so the state it saves includes what the other callbacks did in the epoch.
     """
 
     def __init__(self, backup_dir, extra_state=None, on_restore=None):
         super().__init__(backup_dir, save_freq="epoch", double_checkpoint=True, delete_checkpoint=False)
         self.extra_state = extra_state or dict
         self.on_restore = on_restore
-        self.restored_epoch = None
         self._pointer = Path(backup_dir) / "state.json"
         self._previous = Path(backup_dir) / "state.json.bkp"
 
@@ -61,9 +72,12 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                 self._restore(pointer)
                 return
             except Exception as e:  # a half-written or damaged state: try the older one
-                errors.append(f"{pointer}: {e}")
+                errors.append(f"{pointer.name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
         if errors:
-            raise OSError("no readable training state in " + str(self.backup_dir) + ": " + "; ".join(errors))
+            raise UserError(
+                f"no readable training state in {self.backup_dir} ({'; '.join(errors)}); "
+                "start the run again with --overwrite"
+            )
 
     def _restore(self, pointer):
         state = json.loads(pointer.read_text())
@@ -72,9 +86,14 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(weights)
         self.model._initial_epoch = state["epoch"]  # what the stock callback sets; fit() starts there
-        self.restored_epoch = state["epoch"]
         if self.on_restore is not None:
             self.on_restore(state["epoch"], state.get("extra", {}))
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            return  # never replace a good state with a diverged one
+        super().on_epoch_end(epoch, logs)
 
     def _save_model(self):
         backup = Path(self.backup_dir)
@@ -124,23 +143,29 @@ class ResumableCSVLogger(keras.callbacks.CSVLogger):
     """``CSVLogger`` in append mode that first drops rows of epochs a resumed run will redo.
 
     Why: after a kill the history may hold an epoch newer than the last saved state; appending
-    blindly would list that epoch twice.
+    blindly would list that epoch twice. The first ``on_epoch_begin`` says where training
+    (re)starts, so the file is opened there rather than in ``on_train_begin``.
     """
 
-    def __init__(self, filename, resumed_from):
+    def __init__(self, filename):
         super().__init__(filename, append=True)
-        self.resumed_from = resumed_from  # callable -> first epoch this fit() will run
+        self._opened = False
 
     def on_train_begin(self, logs=None):
-        start = self.resumed_from() or 0
+        self._opened = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._opened:
+            return
         path = Path(self.filename)
         if path.exists():
             with open(path, newline="") as f:
                 rows = list(csv.reader(f))
             if rows:
-                kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) < start]
+                kept = [rows[0]] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) < epoch]
                 replace_atomically(lambda tmp: _write_rows(tmp, kept), path)
-        super().on_train_begin(logs)
+        super().on_train_begin()
+        self._opened = True
 
 
 def _write_rows(path, rows):

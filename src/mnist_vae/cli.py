@@ -22,7 +22,7 @@ def _add_config_flags(parser):
     group = parser.add_argument_group("training configuration (defaults from Config; see config.json)")
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
-        help_text = f"{docs.get(f.name, '')} (default: {f.default})"
+        help_text = f"{docs.get(f.name, '')} (default: {f.default})".replace("%", "%%")  # argparse formats help with %
         # SUPPRESS: only flags the user typed appear in the namespace, so they can override a
         # --config file or be checked against a resumed run's saved config.
         kwargs = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
@@ -91,7 +91,7 @@ def run_plot(args):
     config = Config.load(run.config)
     encoder, decoder = load_model(run.encoder, compile=False), load_model(run.decoder, compile=False)
     latent_dim = decoder.inputs[0].shape[-1]
-    if latent_dim >= 2 and not all(0 <= d < latent_dim for d in args.dims) or args.dims[0] == args.dims[1]:
+    if latent_dim >= 2 and (not all(0 <= d < latent_dim for d in args.dims) or args.dims[0] == args.dims[1]):
         raise UserError(f"--dims must be two different latent dimensions in 0..{latent_dim - 1}, got {list(args.dims)}")
     if args.grid_size is not None and args.grid_size < 2:
         raise UserError(f"--grid-size must be at least 2, got {args.grid_size}")

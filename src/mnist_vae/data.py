@@ -24,6 +24,7 @@ import numpy as np
 from mnist_vae.errors import UserError
 
 ENV_DATA_DIR = "MNIST_VAE_DATA"
+IMAGE_SIDE = (28, 28)
 PAD = 2  # 28x28 -> 32x32 so two stride-2 convolutions give an 8x8 grid, as in the seed
 
 # IDX type codes (http://yann.lecun.com/exdb/mnist/): code -> big-endian numpy dtype.
@@ -189,6 +190,8 @@ def candidate_dirs(spec, data_dir=None, cache_dir=None):
     """Folders searched for the dataset, in order (the download cache last)."""
     dirs = []
     if data_dir:
+        if not Path(data_dir).is_dir():
+            raise DataError(f"--data-dir {data_dir}: no such folder")
         dirs.append(Path(data_dir))
     if os.environ.get(ENV_DATA_DIR):
         dirs.append(Path(os.environ[ENV_DATA_DIR]))
@@ -294,8 +297,12 @@ def load_raw(spec, split, folder):
     image_file, label_file = spec.files[split]
     images = read_idx(_find_file(folder, image_file), ndim=3, sha256=spec.sha256.get(image_file))
     labels = read_idx(_find_file(folder, label_file), ndim=1, sha256=spec.sha256.get(label_file))
+    if images.shape[1:] != IMAGE_SIDE or images.dtype != np.uint8:
+        raise DataError(f"{folder}/{image_file}: expected uint8 28x28 images, found {images.dtype} {images.shape[1:]}")
     if len(images) != len(labels):
         raise DataError(f"{folder}: {len(images)} {split} images but {len(labels)} labels")
+    if len(labels) and int(labels.max()) >= len(spec.class_names):
+        raise DataError(f"{folder}/{label_file}: label {int(labels.max())} outside 0..{len(spec.class_names) - 1}")
     return images, labels
 
 
@@ -323,7 +330,11 @@ class ImageBatches(keras.utils.PyDataset):
 
     Deriving each epoch's permutation from the epoch number, rather than from a running RNG,
     means a resumed run sees exactly the batches the uninterrupted run would have seen.
-    Call ``set_epoch`` at the start of every epoch (``EpochSetter`` does it).
+
+    The dataset counts epochs itself: every request for batch 0 starts the next pass. Keras
+    cannot tell it the epoch reliably, because it opens the next epoch's iterator (and tf.data
+    starts prefetching from it) before any ``on_epoch_begin`` hook runs. ``restart(epoch)``
+    (``EpochSync`` calls it in ``on_train_begin``) makes the next pass that epoch.
     """
 
     def __init__(self, images, batch_size, shuffle=False, seed=0):
@@ -332,22 +343,26 @@ class ImageBatches(keras.utils.PyDataset):
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.seed = seed
-        self.set_epoch(0)
+        self.restart(0)
 
-    def set_epoch(self, epoch):
-        """Select the permutation of ``epoch``."""
-        self.epoch = epoch
-        if self.shuffle:
-            rng = np.random.default_rng([self.seed, epoch])
-            self.order = rng.permutation(len(self.images))
-        else:
-            self.order = None
+    def restart(self, epoch):
+        """Make the next pass (the next request for batch 0) epoch ``epoch``."""
+        self.next_epoch = epoch
+        self.epoch = None
+        self.order = None
+
+    def permutation(self, epoch):
+        """The order of the images in ``epoch``."""
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.images))
 
     def __len__(self):
         return math.ceil(len(self.images) / self.batch_size)
 
     def __getitem__(self, index):
         lo, hi = index * self.batch_size, (index + 1) * self.batch_size
-        if self.order is None:
+        if not self.shuffle:
             return self.images[lo:hi]
+        if index == 0 or self.order is None:
+            self.epoch, self.next_epoch = self.next_epoch, self.next_epoch + 1
+            self.order = self.permutation(self.epoch)
         return self.images[np.sort(self.order[lo:hi])]  # sorted indices: faster gather

@@ -60,6 +60,12 @@ def _temporary_beside(path, suffix):
     return tmp
 
 
+def _umask():
+    mask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
 def replace_atomically(write, path, suffix=""):
     """Call ``write(tmp_path)`` then rename over ``path``, so readers never see a partial file."""
     path = Path(path)
@@ -69,6 +75,7 @@ def replace_atomically(write, path, suffix=""):
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

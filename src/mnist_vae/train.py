@@ -18,6 +18,7 @@ from mnist_vae.models import build_vae
 from mnist_vae.rundir import RunDir, save_model_atomic, write_json_atomic, write_text_atomic
 
 UNITS = "nats per image, summed over the original 28x28 pixels"
+EVAL_BATCH_SIZE = 500
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -31,8 +32,8 @@ class EpochTimer(keras.callbacks.Callback):
             logs["epoch_seconds"] = time.perf_counter() - self._start
 
 
-def prepare_run_dir(run, config, resume, overwrite):
-    """Check ``run`` may be written as asked, clear it for --overwrite, write ``config.json``."""
+def check_run_dir(run, config, resume, overwrite):
+    """Refuse, before anything is written, a run directory that cannot be used as asked."""
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pass one")
     if resume:
@@ -48,14 +49,17 @@ def prepare_run_dir(run, config, resume, overwrite):
             )
         if run.metrics.exists() and not run.backup.exists():
             raise UserError(f"{run.root}: this run already finished; train a new one with another --out")
-    else:
-        existing = run.existing_outputs()
-        if existing and not overwrite:
-            names = ", ".join(p.name for p in existing)
-            raise UserError(
-                f"{run.root} already holds a run ({names}); pass --resume to continue it, "
-                "--overwrite to replace it, or choose another --out"
-            )
+    elif run.existing_outputs() and not overwrite:
+        names = ", ".join(p.name for p in run.existing_outputs())
+        raise UserError(
+            f"{run.root} already holds a run ({names}); pass --resume to continue it, "
+            "--overwrite to replace it, or choose another --out"
+        )
+
+
+def start_run_dir(run, config, resume):
+    """Clear a replaced run's outputs (never for --resume) and write ``config.json``."""
+    if not resume:
         run.clear()
     run.root.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run.config, config.to_json())
@@ -65,19 +69,20 @@ def train(config, out=".", resume=False, overwrite=False, data_dir=None, verbose
     """Train a VAE as ``config`` says and write every output under ``out``; returns the metrics dict."""
     config = config.validate()
     run = RunDir(out)
-    prepare_run_dir(run, config, resume, overwrite)
+    check_run_dir(run, config, resume, overwrite)
     keras.utils.set_random_seed(config.seed)
-
+    # Data problems surface before anything is written, so a failed start leaves no half run.
     splits = load_splits(config.dataset, config.validation_size, config.limit, data_dir=data_dir)
+    start_run_dir(run, config, resume)
     vae = build_vae(splits.train.images.shape[1:], config.latent_dim, config.architecture, seed=config.seed)
+    train_batches = ImageBatches(splits.train.images, config.batch_size, shuffle=True, seed=config.seed)
     vae.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         jit_compile=config.jit_compile,
-        steps_per_execution=config.steps_per_execution,
+        steps_per_execution=largest_divisor(len(train_batches), config.steps_per_execution),
     )
-
-    train_batches = ImageBatches(splits.train.images, config.batch_size, shuffle=True, seed=config.seed)
-    val_batches = ImageBatches(splits.validation.images, config.batch_size)
+    # Forward passes only: larger batches are faster and give the same per-image means.
+    val_batches = ImageBatches(splits.validation.images, EVAL_BATCH_SIZE)
     checkpoint = cbs.AtomicModelCheckpoint(str(run.checkpoint), monitor="val_loss", save_best_only=True)
 
     def restore_best(epoch, extra):
@@ -90,18 +95,21 @@ def train(config, out=".", resume=False, overwrite=False, data_dir=None, verbose
     )
     callback_list = [
         EpochTimer(),
-        cbs.EpochSetter(train_batches),
-        backup,  # restores before the others start, so they see the resumed epoch
+        cbs.EpochSync(train_batches),
+        cbs.ResumableCSVLogger(str(run.history)),
         checkpoint,
-        cbs.ResumableCSVLogger(str(run.history), resumed_from=lambda: backup.restored_epoch),
         keras.callbacks.TerminateOnNaN(),
         *cbs.tensorboard_callbacks(run.logs, splits.validation.images[:10], config.seed, config.grid_size),
         *callbacks,
+        backup,  # last: the state it saves includes the epoch's checkpoint score and history row
     ]
     start = time.perf_counter()
     history = vae.fit(
         train_batches, validation_data=val_batches, epochs=config.epochs,
         callbacks=callback_list, verbose=verbose,
+        # ImageBatches shuffles by (seed, epoch). Keras' own shuffle would permute the batch
+        # indices with NumPy's global RNG, which a resumed process cannot reproduce.
+        shuffle=False,
     )
     seconds = time.perf_counter() - start
     losses = history.history.get("loss", [])
@@ -124,7 +132,7 @@ def train(config, out=".", resume=False, overwrite=False, data_dir=None, verbose
         "fit_seconds_this_session": round(seconds, 2),
         "seconds_per_epoch": _mean_epoch_seconds(history),
         **{
-            name: evaluate_losses(vae, split.images, config.batch_size)
+            name: evaluate_losses(vae, split.images, EVAL_BATCH_SIZE)
             for name, split in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))
         },
     }
@@ -133,6 +141,15 @@ def train(config, out=".", resume=False, overwrite=False, data_dir=None, verbose
     # Only now is everything written: the resume state is no longer needed.
     shutil.rmtree(run.backup, ignore_errors=True)
     return metrics
+
+
+def largest_divisor(n, at_most):
+    """The largest divisor of ``n`` not above ``at_most``.
+
+    Keras' progress bar counts whole executions, so a ``steps_per_execution`` that does not
+    divide the batches per epoch shows e.g. "432/430".
+    """
+    return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
 
 
 def _mean_epoch_seconds(history):
