@@ -37,7 +37,7 @@ def _add_config_flags(parser):
 def build_parser():
     """The argument parser of ``vae``."""
     parser = argparse.ArgumentParser(prog="vae", description="Variational autoencoders on MNIST-family images.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,plot}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,plot,evaluate}")
 
     train = sub.add_parser("train", help="train a VAE and write models, checkpoint, logs, plots, metrics")
     train.add_argument("--out", default=".", type=Path, help="run directory (default: the current directory)")
@@ -54,6 +54,18 @@ def build_parser():
     plot.add_argument("--dims", type=int, nargs=2, default=(0, 1), metavar=("I", "J"),
                       help="latent dimensions spanned by the manifold grid (default: 0 1)")
     plot.add_argument("--data-dir", type=Path, help="folder with the dataset's IDX files (else searched for)")
+
+    evaluate = sub.add_parser("evaluate", help="held-out -ELBO and importance-weighted NLL; writes DIR/evaluation.json")
+    evaluate.add_argument("dir", type=Path, help="run directory written by `vae train`")
+    evaluate.add_argument("--split", default="test", choices=["test", "validation"], help="held-out split (default: test)")
+    evaluate.add_argument("--iw-samples", type=int, default=1000, metavar="K",
+                          help="importance samples per image, 1 to 5000 (default: 1000)")
+    evaluate.add_argument("--batch-size", type=int, default=100, help="images per batch (default: 100)")
+    evaluate.add_argument("--chunk-size", type=int, default=100,
+                          help="importance samples decoded at once; bounds memory (default: 100)")
+    evaluate.add_argument("--limit", type=int, help="evaluate only the first N images of the split")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default: 0)")
+    evaluate.add_argument("--data-dir", type=Path, help="folder with the dataset's IDX files (else searched for)")
     return parser
 
 
@@ -101,11 +113,21 @@ def run_plot(args):
         print(path)
 
 
+def run_evaluate(args):
+    """``vae evaluate DIR``."""
+    from mnist_vae.evaluate import evaluate_run, format_table
+
+    result = evaluate_run(args.dir, args.split, args.iw_samples, args.batch_size, args.chunk_size,
+                          args.limit, args.seed, args.data_dir)
+    print(format_table(result))
+    print(f"wrote {args.dir / 'evaluation.json'}")
+
+
 def main(argv=None):
     """Entry point of the ``vae`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        {"train": run_train, "plot": run_plot}[args.command](args)
+        {"train": run_train, "plot": run_plot, "evaluate": run_evaluate}[args.command](args)
     except UserError as e:
         print(f"vae {args.command}: error: {e}", file=sys.stderr)
         return 2

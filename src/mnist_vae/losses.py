@@ -49,3 +49,16 @@ def vae_loss(x, logits, z_mean, z_log_var, beta=1.0, pad=PAD):
     kl = kl_loss(z_mean, z_log_var)
     return {"loss": rec + beta * kl, "reconstruction_loss": rec, "kl_loss": kl}
 
+
+
+LOG_2PI = 1.8378770664093453  # log(2 pi)
+
+
+def gaussian_log_prob(z, mean, log_var):
+    """log N(z; mean, diag(exp(log_var))) summed over the last axis; broadcasts leading axes."""
+    return -0.5 * ops.sum(LOG_2PI + log_var + ops.square(z - mean) * ops.exp(-log_var), axis=-1)
+
+
+def standard_normal_log_prob(z):
+    """log N(z; 0, I) summed over the last axis: the prior's log-density."""
+    return -0.5 * ops.sum(LOG_2PI + ops.square(z), axis=-1)

@@ -1,0 +1,112 @@
+"""The importance-weighted estimator against an exact log-likelihood, and its bound properties."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from mnist_vae import data, evaluate, losses, models
+
+
+@pytest.fixture(scope="module")
+def one_d_model():
+    """A VAE with a 1-D latent, trained briefly on real digits so q(z|x) is informative."""
+    keras.utils.set_random_seed(0)
+    images = data.load_splits("mnist", validation_size=100, limit=512).train.images
+    vae = models.build_vae(latent_dim=1, seed=0)
+    vae.compile(keras.optimizers.Adam(3e-3))
+    vae.fit(images, batch_size=64, epochs=3, verbose=0)
+    x = images[:8]
+    exact = np.array([-exact_log_px(vae.decoder, xi) for xi in x])  # exact -log p(x), (8,)
+    return vae, x, exact
+
+
+def exact_log_px(decoder, x, lo=-10.0, hi=10.0, points=8001):
+    """log p(x) = log of the integral of p(x|z) N(z; 0, 1) dz on a fine grid (1-D latent only)."""
+    z = np.linspace(lo, hi, points, dtype="float32")[:, None]
+    logits = decoder.predict(z, batch_size=4000, verbose=0)
+    x_rep = np.repeat(x[None], points, axis=0)
+    log_joint = -ops.convert_to_numpy(losses.reconstruction_loss(x_rep, logits)).astype(np.float64)
+    log_joint += -0.5 * (math.log(2 * math.pi) + z[:, 0].astype(np.float64) ** 2)
+    m = log_joint.max()
+    return m + math.log(np.exp(log_joint - m).sum() * (hi - lo) / (points - 1))
+
+
+def test_quadrature_is_converged(one_d_model):
+    vae, x, exact = one_d_model
+    finer = -exact_log_px(vae.decoder, x[0], lo=-12.0, hi=12.0, points=24001)
+    assert abs(finer - exact[0]) < 1e-3
+
+
+def test_iw_estimate_matches_exact_log_likelihood(one_d_model):
+    vae, x, exact = one_d_model
+    nll, _ = evaluate.importance_weighted(vae.encoder, vae.decoder, x, k=5000, batch_size=8, chunk_size=500)
+    assert abs(float((nll - exact).mean())) < 0.05
+    assert np.abs(nll - exact).max() < 0.15  # one image's Monte-Carlo error at K=5000
+
+
+def test_bound_tightens_with_k_and_stays_below_the_elbo(one_d_model):
+    vae, x, exact = one_d_model
+    gaps = {}
+    for k in (1, 10, 1000):
+        nll, reconstruction = evaluate.importance_weighted(vae.encoder, vae.decoder, x, k=k, batch_size=8, seed=1)
+        gaps[k] = float((nll - exact).mean())
+    # Measured here: mean gaps of ~2-4.5 nats (K=1), ~0.7-1.1 (K=10), ~0.01 (K=1000), depending on seed.
+    assert gaps[1] > gaps[10] > abs(gaps[1000])
+    assert abs(gaps[1000]) < 0.05
+    z_mean, z_log_var = vae.encoder.predict(x, verbose=0)
+    kl = ops.convert_to_numpy(losses.kl_loss(z_mean, z_log_var))
+    negative_elbo = reconstruction + kl  # K=1000 Monte-Carlo reconstruction, analytic KL: (n,)
+    assert (nll <= negative_elbo + 0.05).all()  # the IW bound is never looser than the ELBO
+
+
+def test_chunk_size_does_not_change_the_estimate(one_d_model):
+    vae, x, _ = one_d_model
+    results = [evaluate.importance_weighted(vae.encoder, vae.decoder, x, k=50, batch_size=8, chunk_size=c)[0]
+               for c in (1, 7, 50)]
+    for other in results[1:]:
+        np.testing.assert_allclose(other, results[0], rtol=1e-6)
+
+
+def test_active_units_and_bits_per_dim():
+    z_mean = np.stack([np.linspace(-1, 1, 100), np.full(100, 0.3), 0.05 * np.sin(np.arange(100))], axis=1)
+    np.testing.assert_array_equal(evaluate.active_units(z_mean), [True, False, False])
+    assert evaluate.bits_per_dim(784 * math.log(2)) == pytest.approx(1.0)
+
+
+def test_evaluate_command_writes_evaluation_json(trained_run, tmp_path):
+    import json
+    import shutil
+
+    from conftest import run_cli
+
+    source, _ = trained_run
+    out = tmp_path / "copy"
+    shutil.copytree(source, out)
+    result = run_cli("evaluate", out, "--iw-samples", "20", "--limit", "50", "--chunk-size", "8")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "IW-NLL" in result.stdout and "bits/dim" in result.stdout
+    report = json.loads((out / "evaluation.json").read_text())
+    assert (report["split"], report["images"], report["iw_samples"], report["dataset"]) == ("test", 50, 20, "mnist")
+    assert report["iw_nll"] <= report["negative_elbo"] + 1.0  # a tighter bound, up to Monte-Carlo noise
+    assert report["negative_elbo"] == pytest.approx(report["reconstruction_loss"] + report["kl_loss"])
+    assert sum(c["images"] for c in report["per_class"].values()) == 50
+    assert len(report["kl_per_dimension"]) == 2 and 0 <= report["active_units"] <= 2
+    assert "greyscale" in report["protocol"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"k": 0}, "--iw-samples must be between 1 and 5000"),
+    ({"k": 6000}, "--iw-samples must be between 1 and 5000"),
+    ({"chunk_size": 0}, "--chunk-size must be at least 1"),
+    ({"split": "train"}, "--split must be one of"),
+])
+def test_evaluate_rejects_bad_arguments_before_writing(trained_run, kwargs, message):
+    from mnist_vae.errors import UserError
+
+    source, _ = trained_run
+    with pytest.raises(UserError, match=message):
+        evaluate.evaluate_run(source, **kwargs)
+    assert not (source / "evaluation.json").exists()
