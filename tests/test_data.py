@@ -225,3 +225,25 @@ def test_files_of_the_wrong_image_size_or_labels_are_rejected(tmp_path):
     with pytest.raises(DataError, match="label 12 outside 0..9"):
         data.load_raw(_fake_spec({}), "test", tmp_path)
     assert spec.name == "fake"
+
+
+def test_binarize_once_is_fixed_and_matches_the_grey_levels():
+    grey = np.full((200, 32, 32, 1), 0.3, "float32")
+    grey[:, :2] = 0.0  # padding stays zero
+    a, b = data.binarize_once(grey), data.binarize_once(grey)
+    np.testing.assert_array_equal(a, b)
+    assert set(np.unique(a)) == {0.0, 1.0} and not a[:, :2].any()
+    assert abs(a[:, 2:].mean() - 0.3) < 0.01
+    assert data.held_out_images(grey, "none") is grey
+
+
+def test_dynamic_binarisation_redraws_every_epoch_and_reproduces_on_restart():
+    grey = np.random.default_rng(0).uniform(size=(8, 4, 4, 1)).astype("float32")
+    batches = data.ImageBatches(grey, batch_size=8, shuffle=True, seed=1, binarize=True)
+    first, second = batches[0], batches[0]  # two epochs
+    assert set(np.unique(first)) <= {0.0, 1.0}
+    assert not np.array_equal(first, second)
+    batches.restart(1)
+    np.testing.assert_array_equal(batches[0], second)
+    with pytest.raises(ValueError, match="shuffle=True"):
+        data.ImageBatches(grey, 8, binarize=True)

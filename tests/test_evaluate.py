@@ -110,3 +110,17 @@ def test_evaluate_rejects_bad_arguments_before_writing(trained_run, kwargs, mess
     with pytest.raises(UserError, match=message):
         evaluate.evaluate_run(source, **kwargs)
     assert not (source / "evaluation.json").exists()
+
+
+def test_binarised_runs_train_and_evaluate_under_the_stated_protocol(tmp_path):
+    import json
+
+    from conftest import tiny_config
+    from mnist_vae.train import train
+
+    out = tmp_path / "run"
+    metrics = train(tiny_config(binarize="dynamic"), out, verbose=0)
+    assert metrics["binarize"] == "dynamic" and np.isfinite(metrics["test"]["loss"])
+    report = evaluate.evaluate_run(out, k=5, limit=20)
+    assert report["binarize"] == "dynamic" and "binarised once with seed" in report["protocol"]
+    assert json.loads((out / "evaluation.json").read_text())["protocol"] == report["protocol"]

@@ -18,6 +18,8 @@ class Config:
 
     dataset: str = "mnist"
     """Dataset name from the registry: mnist or fashion_mnist."""
+    binarize: str = "none"
+    """Pixel targets: none (grey levels, as the seed) or dynamic (Bernoulli pixels redrawn every epoch)."""
     architecture: str = "seed"
     """Encoder/decoder family from the registry (the seed's convolutional pair)."""
     latent_dim: int = 2
@@ -43,7 +45,7 @@ class Config:
 
     def validate(self):
         """Raise ``UserError`` naming the first bad field; returns self for chaining."""
-        from mnist_vae.data import DATASETS  # registries live beside the code they select
+        from mnist_vae.data import BINARIZE, DATASETS  # registries live beside the code they select
         from mnist_vae.models import ARCHITECTURES
 
         for f in dataclasses.fields(self):
@@ -52,6 +54,7 @@ class Config:
                 raise UserError(f"{_flag(f.name)} must be {_type_name(f.name)}, got {value!r}")
         checks = [
             ("dataset", self.dataset in DATASETS, f"one of {sorted(DATASETS)}"),
+            ("binarize", self.binarize in BINARIZE, f"one of {list(BINARIZE)}"),
             ("architecture", self.architecture in ARCHITECTURES, f"one of {sorted(ARCHITECTURES)}"),
             ("latent_dim", self.latent_dim >= 1, "at least 1"),
             ("epochs", self.epochs >= 1, "at least 1"),

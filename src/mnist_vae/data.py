@@ -25,6 +25,11 @@ from mnist_vae.errors import UserError
 
 ENV_DATA_DIR = "MNIST_VAE_DATA"
 IMAGE_SIDE = (28, 28)
+# --binarize choices. "dynamic" (Burda et al., 2015): training pixels are redrawn as Bernoulli
+# samples of the grey levels every epoch; held-out splits are binarised once with this seed, so
+# every evaluation of every model sees the same binary test set.
+BINARIZE = ("none", "dynamic")
+HELD_OUT_BINARIZE_SEED = 20151231
 PAD = 2  # 28x28 -> 32x32 so two stride-2 convolutions give an 8x8 grid, as in the seed
 
 # IDX type codes (http://yann.lecun.com/exdb/mnist/): code -> big-endian numpy dtype.
@@ -287,6 +292,16 @@ def to_model_input(images):
     return x[..., None]
 
 
+def binarize_once(images, seed=HELD_OUT_BINARIZE_SEED):
+    """Bernoulli samples of grey levels in [0, 1]: float32 0/1 images of the same shape."""
+    return (np.random.default_rng(seed).random(images.shape, dtype=np.float32) < images).astype(np.float32)
+
+
+def held_out_images(images, binarize):
+    """Validation/test images under a --binarize protocol: binarised once (fixed seed) or as they are."""
+    return binarize_once(images) if binarize == "dynamic" else images
+
+
 def from_model_input(x):
     """float32 (n, 32, 32, c) -> (n, 28, 28, c): drop the zero padding again."""
     return x[:, PAD:-PAD, PAD:-PAD]
@@ -337,12 +352,15 @@ class ImageBatches(keras.utils.PyDataset):
     (``EpochSync`` calls it in ``on_train_begin``) makes the next pass that epoch.
     """
 
-    def __init__(self, images, batch_size, shuffle=False, seed=0):
+    def __init__(self, images, batch_size, shuffle=False, seed=0, binarize=False):
         super().__init__()
         self.images = images
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.seed = seed
+        self.binarize = binarize  # redraw Bernoulli pixels per (seed, epoch, batch): dynamic binarisation
+        if binarize and not shuffle:
+            raise ValueError("dynamic binarisation draws per epoch: use it with shuffle=True")
         self.restart(0)
 
     def restart(self, epoch):
@@ -365,4 +383,7 @@ class ImageBatches(keras.utils.PyDataset):
         if index == 0 or self.order is None:
             self.epoch, self.next_epoch = self.next_epoch, self.next_epoch + 1
             self.order = self.permutation(self.epoch)
-        return self.images[np.sort(self.order[lo:hi])]  # sorted indices: faster gather
+        batch = self.images[np.sort(self.order[lo:hi])]  # sorted indices: faster gather
+        if self.binarize:
+            batch = binarize_once(batch, seed=[self.seed, self.epoch, index, 1])
+        return batch

@@ -11,7 +11,7 @@ import numpy as np
 from mnist_vae import callbacks as cbs
 from mnist_vae import report
 from mnist_vae.config import Config
-from mnist_vae.data import ImageBatches, load_splits
+from mnist_vae.data import ImageBatches, held_out_images, load_splits
 from mnist_vae.errors import UserError
 from mnist_vae.evaluate import evaluate_losses
 from mnist_vae.models import build_vae
@@ -75,14 +75,18 @@ def train(config, out=".", resume=False, overwrite=False, data_dir=None, verbose
     splits = load_splits(config.dataset, config.validation_size, config.limit, data_dir=data_dir)
     start_run_dir(run, config, resume)
     vae = build_vae(splits.train.images.shape[1:], config.latent_dim, config.architecture, seed=config.seed)
-    train_batches = ImageBatches(splits.train.images, config.batch_size, shuffle=True, seed=config.seed)
+    train_batches = ImageBatches(splits.train.images, config.batch_size, shuffle=True, seed=config.seed,
+                                 binarize=config.binarize == "dynamic")
+    # Evaluation inputs: under --binarize dynamic, each split binarised once with a fixed seed.
+    eval_images = {name: held_out_images(getattr(splits, name).images, config.binarize)
+                   for name in ("train", "validation", "test")}
     vae.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         jit_compile=config.jit_compile,
         steps_per_execution=largest_divisor(len(train_batches), config.steps_per_execution),
     )
     # Forward passes only: larger batches are faster and give the same per-image means.
-    val_batches = ImageBatches(splits.validation.images, EVAL_BATCH_SIZE)
+    val_batches = ImageBatches(eval_images["validation"], EVAL_BATCH_SIZE)
     checkpoint = cbs.AtomicModelCheckpoint(str(run.checkpoint), monitor="val_loss", save_best_only=True)
 
     def restore_best(epoch, extra):
@@ -99,7 +103,7 @@ def train(config, out=".", resume=False, overwrite=False, data_dir=None, verbose
         cbs.ResumableCSVLogger(str(run.history)),
         checkpoint,
         keras.callbacks.TerminateOnNaN(),
-        *cbs.tensorboard_callbacks(run.logs, splits.validation.images[:10], config.seed, config.grid_size),
+        *cbs.tensorboard_callbacks(run.logs, eval_images["validation"][:10], config.seed, config.grid_size),
         *callbacks,
         backup,  # last: the state it saves includes the epoch's checkpoint score and history row
     ]
@@ -131,10 +135,8 @@ def train(config, out=".", resume=False, overwrite=False, data_dir=None, verbose
         "best_val_loss": None if checkpoint.best is None else float(checkpoint.best),
         "fit_seconds_this_session": round(seconds, 2),
         "seconds_per_epoch": _mean_epoch_seconds(history),
-        **{
-            name: evaluate_losses(vae, split.images, EVAL_BATCH_SIZE)
-            for name, split in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))
-        },
+        "binarize": config.binarize,
+        **{name: evaluate_losses(vae, images, EVAL_BATCH_SIZE) for name, images in eval_images.items()},
     }
     write_json_atomic(run.metrics, metrics)
     report.write_plots(run, vae.encoder, vae.decoder, splits.test, splits.spec.class_names, config)
