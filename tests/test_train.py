@@ -162,7 +162,8 @@ def test_cli_errors_are_one_line(tmp_path):
         (["train", "--out", tmp_path / "a", "--latent-dim", "0"], "--latent-dim must be at least 1"),
         (["train", "--out", tmp_path / "b", "--resume"], "no run to resume"),
         (["train", "--out", tmp_path / "c", "--config", tmp_path / "missing.json"], "config file not found"),
-        (["plot", tmp_path / "nothing"], "config file not found"),
+        (["plot", tmp_path / "nothing"], "not a run directory"),
+        (["evaluate", tmp_path / "nothing"], "not a run directory"),
     ]:
         result = run_cli(*args)
         assert result.returncode == 2, result.stderr

@@ -13,10 +13,10 @@ from mnist_vae.errors import UserError
 
 def _add_config_flags(parser):
     """One flag per ``Config`` field, help text from the field's docstring, no defaults applied here."""
-    from mnist_vae.data import DATASETS
+    from mnist_vae.data import BINARIZE, DATASETS
     from mnist_vae.models import ARCHITECTURES
 
-    choices = {"dataset": sorted(DATASETS), "architecture": sorted(ARCHITECTURES)}
+    choices = {"dataset": sorted(DATASETS), "architecture": sorted(ARCHITECTURES), "binarize": list(BINARIZE)}
     docs = field_docs()
     hints = typing.get_type_hints(Config)
     group = parser.add_argument_group("training configuration (defaults from Config; see config.json)")
@@ -100,7 +100,7 @@ def run_plot(args):
     from mnist_vae.rundir import RunDir, load_model
 
     run = RunDir(args.dir)
-    config = Config.load(run.config)
+    config = run.load_config()
     encoder, decoder = load_model(run.encoder, compile=False), load_model(run.decoder, compile=False)
     latent_dim = decoder.inputs[0].shape[-1]
     if latent_dim >= 2 and (not all(0 <= d < latent_dim for d in args.dims) or args.dims[0] == args.dims[1]):

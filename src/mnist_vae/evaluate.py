@@ -104,7 +104,6 @@ def evaluate_run(run_dir, split="test", k=1000, batch_size=100, chunk_size=100, 
     """Evaluate a finished run on a held-out split; writes ``evaluation.json`` and returns its content."""
     import time
 
-    from mnist_vae.config import Config
     from mnist_vae.data import HELD_OUT_BINARIZE_SEED, held_out_images, load_splits
     from mnist_vae.errors import UserError
     from mnist_vae.rundir import RunDir, load_model, write_json_atomic
@@ -117,7 +116,7 @@ def evaluate_run(run_dir, split="test", k=1000, batch_size=100, chunk_size=100, 
         if value < 1:
             raise UserError(f"{flag} must be at least 1, got {value}")
     run = RunDir(run_dir)
-    config = Config.load(run.config)
+    config = run.load_config()
     encoder = load_model(run.encoder, compile=False)
     decoder = load_model(run.decoder, compile=False)
     splits = load_splits(config.dataset, config.validation_size, limit=1, data_dir=data_dir)

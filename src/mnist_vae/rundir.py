@@ -36,6 +36,14 @@ class RunDir:
     # every final file is written.
     backup = property(lambda self: self.root / "backup")
 
+    def load_config(self):
+        """The run's validated ``Config``, or a clear error when this is not a run directory."""
+        from mnist_vae.config import Config
+
+        if not self.config.exists():
+            raise UserError(f"{self.root}: not a run directory (no config.json); train one with `vae train --out DIR`")
+        return Config.load(self.config)
+
     def outputs(self):
         """Every path ``vae train`` creates, for --overwrite to clear."""
         return [self.models, self.checkpoint, self.logs, self.plots, self.config,
