@@ -34,6 +34,10 @@ def _add_config_flags(parser):
         group.add_argument(flag, type=base, metavar=f.name.upper(), choices=choices.get(f.name), **kwargs)
 
 
+DATA_DIR_HELP = "folder with the dataset's IDX files (else searched for)"
+RUN_DIR_HELP = "run directory written by `vae train`"
+
+
 def build_parser():
     """The argument parser of ``vae``."""
     parser = argparse.ArgumentParser(prog="vae", description="Variational autoencoders on MNIST-family images.")
@@ -44,19 +48,19 @@ def build_parser():
     train.add_argument("--config", type=Path, help="JSON file of config fields; flags given override it")
     train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     train.add_argument("--overwrite", action="store_true", help="delete a previous run's outputs in --out first")
-    train.add_argument("--data-dir", type=Path, help="folder with the dataset's IDX files (else searched for)")
+    train.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_config_flags(train)
 
     plot = sub.add_parser("plot", help="(re)draw the PNG plots of a trained run into DIR/plots")
-    plot.add_argument("dir", type=Path, help="run directory written by `vae train`")
+    plot.add_argument("dir", type=Path, help=RUN_DIR_HELP)
     plot.add_argument("--grid-size", type=int, help="rows and columns of the manifold grid")
     plot.add_argument("--dims", type=int, nargs=2, default=(0, 1), metavar=("I", "J"),
                       help="latent dimensions spanned by the manifold grid (default: 0 1)")
-    plot.add_argument("--data-dir", type=Path, help="folder with the dataset's IDX files (else searched for)")
+    plot.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
 
     evaluate = sub.add_parser("evaluate", help="held-out -ELBO and importance-weighted NLL; writes DIR/evaluation.json")
-    evaluate.add_argument("dir", type=Path, help="run directory written by `vae train`")
+    evaluate.add_argument("dir", type=Path, help=RUN_DIR_HELP)
     evaluate.add_argument("--split", default="test", choices=["test", "validation"], help="held-out split (default: test)")
     evaluate.add_argument("--iw-samples", type=int, default=1000, metavar="K",
                           help="importance samples per image, 1 to 5000 (default: 1000)")
@@ -65,7 +69,7 @@ def build_parser():
                           help="importance samples decoded at once; bounds memory (default: 100)")
     evaluate.add_argument("--limit", type=int, help="evaluate only the first N images of the split")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default: 0)")
-    evaluate.add_argument("--data-dir", type=Path, help="folder with the dataset's IDX files (else searched for)")
+    evaluate.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
     return parser
 
 

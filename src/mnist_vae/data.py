@@ -349,7 +349,8 @@ class ImageBatches(keras.utils.PyDataset):
     The dataset counts epochs itself: every request for batch 0 starts the next pass. Keras
     cannot tell it the epoch reliably, because it opens the next epoch's iterator (and tf.data
     starts prefetching from it) before any ``on_epoch_begin`` hook runs. ``restart(epoch)``
-    (``EpochSync`` calls it in ``on_train_begin``) makes the next pass that epoch.
+    (``EpochSync`` calls it in the first ``on_epoch_begin`` of a ``fit``) makes the next pass
+    that epoch.
     """
 
     def __init__(self, images, batch_size, shuffle=False, seed=0, binarize=False):

@@ -24,12 +24,12 @@ def evaluate_losses(vae, images, batch_size=128):
     return {name: float(results[name]) for name in ("loss", "reconstruction_loss", "kl_loss")}
 
 
-def log_weights(encoder, decoder, x, eps):
+def log_weights(decoder, x, z_mean, z_log_var, eps):
     """For K draws per image: (log p(x, z_k) - log q(z_k|x), log p(x|z_k)), each (K, B) nats.
 
-    ``x`` (B, H, W, C) model-ready images; ``eps`` (K, B, L) standard normal noise.
+    ``x`` (B, H, W, C) model-ready images; ``z_mean``, ``z_log_var`` (B, L) from the encoder;
+    ``eps`` (K, B, L) standard normal noise.
     """
-    z_mean, z_log_var = encoder(x, training=False)  # (B, L) each
     k, b, latent_dim = eps.shape
     z = z_mean[None] + ops.exp(0.5 * z_log_var)[None] * eps  # (K, B, L)
     logits = decoder(ops.reshape(z, (k * b, latent_dim)), training=False)  # (K*B, H, W, C)
@@ -65,25 +65,19 @@ def importance_weighted(encoder, decoder, images, k=1000, batch_size=100, chunk_
     for start in range(0, len(images), batch_size):
         x = ops.convert_to_tensor(images[start:start + batch_size])
         b = int(x.shape[0])
+        z_mean, z_log_var = encoder(x, training=False)  # q(z|x) is fixed for the batch: encode once
         running = np.full(b, -np.inf)  # log sum_k w_k so far
         rec_sum = np.zeros(b)
         for first in range(0, k, chunk_size):
             last = min(k, first + chunk_size)
             eps = ops.convert_to_tensor(_noise(seed, start, first, last, b, latent_dim))
-            log_w, log_px_z = log_weights(encoder, decoder, x, eps)
+            log_w, log_px_z = log_weights(decoder, x, z_mean, z_log_var, eps)
             chunk = ops.convert_to_numpy(ops.logsumexp(log_w, axis=0)).astype(np.float64)
             running = np.logaddexp(running, chunk)
             rec_sum -= ops.convert_to_numpy(ops.sum(log_px_z, axis=0)).astype(np.float64)
         nll[start:start + b] = math.log(k) - running
         reconstruction[start:start + b] = rec_sum / k
     return nll, reconstruction
-
-
-def kl_per_dimension(encoder, images, batch_size=500):
-    """Posterior means (n, L) and the analytic KL per latent dimension averaged over images (L,)."""
-    z_mean, z_log_var = encoder.predict(images, batch_size=batch_size, verbose=0)
-    kl = ops.convert_to_numpy(losses.kl_per_dimension(z_mean, z_log_var)).mean(axis=0)
-    return np.asarray(z_mean), kl
 
 
 def active_units(z_mean, threshold=0.01):

@@ -50,7 +50,6 @@ def vae_loss(x, logits, z_mean, z_log_var, beta=1.0, pad=PAD):
     return {"loss": rec + beta * kl, "reconstruction_loss": rec, "kl_loss": kl}
 
 
-
 LOG_2PI = 1.8378770664093453  # log(2 pi)
 
 
