@@ -13,6 +13,7 @@ import numpy as np
 from mnist_vae import inference, plots
 from mnist_vae.data import from_model_input
 from mnist_vae.errors import UserError
+from mnist_vae.models import is_autoregressive
 from mnist_vae.rundir import replace_atomically, write_json_atomic
 
 
@@ -195,13 +196,16 @@ class TensorBoardImages(keras.callbacks.Callback):
         encoder, decoder = self.model.encoder, self.model.decoder
         latent_dim = self.model.latent_dim
         originals = from_model_input(self.images)
-        recon = inference.reconstruct(encoder, decoder, self.images)
+        recon = inference.reconstruct(encoder, decoder, self.images, seed=self.seed)
         cols = len(self.images)
         pictures = {"reconstructions": plots.tile_images(np.concatenate([originals, recon]), 2, cols)}
-        noise = inference.prior_noise(self.n_samples, latent_dim, self.seed)
-        side = int(np.ceil(np.sqrt(self.n_samples)))
-        pictures["samples"] = plots.tile_images(inference.decode(decoder, noise), side, side)
-        if latent_dim >= 2:
+        # Pixel-by-pixel sampling costs hundreds of head passes: fewer pictures per epoch there.
+        autoregressive = is_autoregressive(decoder)
+        n_samples = 16 if autoregressive else self.n_samples
+        noise = inference.prior_noise(n_samples, latent_dim, self.seed)
+        side = int(np.ceil(np.sqrt(n_samples)))
+        pictures["samples"] = plots.tile_images(inference.decode(decoder, noise, seed=self.seed), side, side)
+        if latent_dim >= 2 and not autoregressive:
             z, _ = inference.manifold_latents(self.grid_size, latent_dim)
             pictures["manifold"] = plots.tile_images(inference.decode(decoder, z), self.grid_size, self.grid_size, pad=0)
         with self.writer.as_default():

@@ -7,7 +7,7 @@ import types
 import typing
 from pathlib import Path
 
-from mnist_vae.config import Config, field_docs
+from mnist_vae.config import PRESETS, Config, field_docs
 from mnist_vae.errors import UserError
 
 
@@ -16,7 +16,10 @@ def _add_config_flags(parser):
     from mnist_vae.data import BINARIZE, DATASETS
     from mnist_vae.models import ARCHITECTURES
 
-    choices = {"dataset": sorted(DATASETS), "architecture": sorted(ARCHITECTURES), "binarize": list(BINARIZE)}
+    from mnist_vae.config import LR_SCHEDULES
+
+    choices = {"dataset": sorted(DATASETS), "architecture": sorted(ARCHITECTURES), "binarize": list(BINARIZE),
+               "lr_schedule": list(LR_SCHEDULES)}
     docs = field_docs()
     hints = typing.get_type_hints(Config)
     group = parser.add_argument_group("training configuration (defaults from Config; see config.json)")
@@ -46,6 +49,9 @@ def build_parser():
     train = sub.add_parser("train", help="train a VAE and write models, checkpoint, logs, plots, metrics")
     train.add_argument("--out", default=".", type=Path, help="run directory (default: the current directory)")
     train.add_argument("--config", type=Path, help="JSON file of config fields; flags given override it")
+    train.add_argument("--preset", choices=list(PRESETS),
+                       help="start from a named configuration (literature: binarised, 32 latents, resnet_ar, "
+                            "cosine schedule); flags given override it")
     train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     train.add_argument("--overwrite", action="store_true", help="delete a previous run's outputs in --out first")
     train.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
@@ -74,12 +80,17 @@ def build_parser():
 
 
 def config_from_args(args):
-    """Config = defaults <- saved run (--resume) or --config file <- flags typed on the command line."""
+    """Config = defaults <- saved run (--resume), --config file or --preset <- flags typed on the command line."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
+    if args.config is not None and args.preset is not None:
+        raise UserError("--config and --preset both give a starting configuration; pass one")
     if args.resume and (args.out / "config.json").exists():
         base = Config.load(args.out / "config.json")
     elif args.config is not None:
         base = Config.load(args.config)
+    elif args.preset is not None:
+        # Validated once with the flags applied: a preset's field may be overridden into validity.
+        base = Config(**PRESETS[args.preset])
     else:
         base = Config()
     return dataclasses.replace(base, **given).validate()

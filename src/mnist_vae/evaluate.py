@@ -16,6 +16,7 @@ from keras import ops
 
 from mnist_vae import losses
 from mnist_vae.data import ImageBatches
+from mnist_vae.models import is_autoregressive
 
 
 def evaluate_losses(vae, images, batch_size=128):
@@ -32,8 +33,10 @@ def log_weights(decoder, x, z_mean, z_log_var, eps):
     """
     k, b, latent_dim = eps.shape
     z = z_mean[None] + ops.exp(0.5 * z_log_var)[None] * eps  # (K, B, L)
-    logits = decoder(ops.reshape(z, (k * b, latent_dim)), training=False)  # (K*B, H, W, C)
-    x_rep = ops.reshape(ops.tile(x[None], (k, 1, 1, 1, 1)), (k * b, *x.shape[1:]))
+    z_flat = ops.reshape(z, (k * b, latent_dim))
+    x_rep = ops.reshape(ops.tile(x[None], (k, 1, 1, 1, 1)), (k * b, *x.shape[1:]))  # (K*B, H, W, C)
+    # An autoregressive decoder scores x given z in one pass: its head sees x causally masked.
+    logits = decoder([z_flat, x_rep] if is_autoregressive(decoder) else z_flat, training=False)  # (K*B, H, W, C)
     log_px_z = ops.reshape(-losses.reconstruction_loss(x_rep, logits), (k, b))
     log_pz = losses.standard_normal_log_prob(z)  # (K, B)
     log_qz = losses.gaussian_log_prob(z, z_mean[None], z_log_var[None])  # (K, B)

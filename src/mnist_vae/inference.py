@@ -2,10 +2,12 @@
 
 from statistics import NormalDist
 
+import keras
 import numpy as np
 from keras import ops
 
 from mnist_vae.data import from_model_input
+from mnist_vae.models import is_autoregressive, rows_seen_above
 
 
 def encode(encoder, images, batch_size=512):
@@ -19,15 +21,51 @@ def logits_to_images(logits):
     return from_model_input(ops.convert_to_numpy(ops.sigmoid(ops.convert_to_tensor(logits))))
 
 
-def decode(decoder, z, batch_size=512):
-    """Pixel means (n, 28, 28, c) for latents z (n, latent_dim)."""
-    return logits_to_images(decoder.predict(np.asarray(z, "float32"), batch_size=batch_size, verbose=0))
+def decode(decoder, z, batch_size=512, seed=0):
+    """Pixel means (n, 28, 28, c) for latents z (n, latent_dim).
+
+    For an autoregressive decoder, the means p(x_ij = 1 | x_<ij, z) along one ancestral sample
+    drawn with ``seed`` (the same seed gives the same pictures at every epoch).
+    """
+    z = np.asarray(z, "float32")
+    if is_autoregressive(decoder):
+        return sample_autoregressive(decoder, z, seed, batch_size)
+    return logits_to_images(decoder.predict(z, batch_size=batch_size, verbose=0))
 
 
-def reconstruct(encoder, decoder, images, batch_size=512):
-    """Decode each image's posterior mean: a deterministic reconstruction (n, 28, 28, c)."""
+def sample_autoregressive(decoder, z, seed=0, batch_size=512):
+    """Ancestral sampling, pixel by pixel in raster order: per-pixel means (n, 28, 28, c) of the samples.
+
+    The latent features are computed once; each step reruns only the causal head, and only on
+    the rows the current pixel depends on.
+    """
+    features_of = keras.Model(decoder.inputs[0], decoder.get_layer("features").output)
+    head = decoder.get_layer("pixel_head")
+    above = rows_seen_above(head)
+    rng = np.random.default_rng([seed, 2])
+    out = []
+    for start in range(0, len(z), batch_size):
+        features = ops.convert_to_numpy(features_of(z[start:start + batch_size]))  # (b, 28, 28, F)
+        b, height, width, _ = features.shape
+        channels = decoder.inputs[1].shape[-1]
+        uniforms = rng.random((b, height, width, channels), dtype=np.float32)
+        x = np.zeros((b, height, width, channels), "float32")  # sampled pixels so far, 0 elsewhere
+        means = np.zeros_like(x)
+        for i in range(height):
+            lo = max(0, i - above)
+            for j in range(width):
+                logits = ops.convert_to_numpy(head([features[:, lo:i + 1], x[:, lo:i + 1]]))[:, -1, j]  # (b, c)
+                p = 1.0 / (1.0 + np.exp(-logits))
+                means[:, i, j] = p
+                x[:, i, j] = uniforms[:, i, j] < p
+        out.append(means)
+    return np.concatenate(out) if out else np.zeros((0, 28, 28, 1), "float32")
+
+
+def reconstruct(encoder, decoder, images, batch_size=512, seed=0):
+    """Decode each image's posterior mean: a reconstruction (n, 28, 28, c), deterministic for a given seed."""
     z_mean, _ = encode(encoder, images, batch_size)
-    return decode(decoder, z_mean, batch_size)
+    return decode(decoder, z_mean, batch_size, seed)
 
 
 def prior_noise(n, latent_dim, seed):

@@ -4,9 +4,11 @@ No loss formulas and no file I/O live here; the VAE delegates its objective to `
 """
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from mnist_vae import losses
+from mnist_vae.data import PAD
 
 PACKAGE = "mnist_vae"
 
@@ -74,10 +76,131 @@ def build_seed_decoder(image_shape=(32, 32, 1), latent_dim=2):
     return keras.Model(z, logits, name="decoder")
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MaskedConv2D(layers.Conv2D):
+    """A causal convolution (van den Oord et al., 2016): output (i, j) sees only pixels before it in raster order.
+
+    ``mask_type="A"`` also hides pixel (i, j) itself (the first layer, which reads the image);
+    ``"B"`` lets it through (later layers, whose (i, j) features already exclude pixel (i, j)).
+    For single-channel images only: no masking between colour channels.
+    """
+
+    def __init__(self, filters, kernel_size, mask_type="B", **kwargs):
+        if mask_type not in ("A", "B"):
+            raise ValueError(f"mask_type must be 'A' or 'B', got {mask_type!r}")
+        super().__init__(filters, kernel_size, padding="same", **{k: v for k, v in kwargs.items() if k != "padding"})
+        self.mask_type = mask_type
+
+    def _mask(self):
+        """(kh, kw, 1, 1) 0/1 array: rows above the centre, and the centre row left of (or at, for B) the centre."""
+        kh, kw = self.kernel_size
+        mask = np.zeros((kh, kw, 1, 1), "float32")
+        mask[: kh // 2] = 1.0
+        mask[kh // 2, : kw // 2 + (self.mask_type == "B")] = 1.0
+        return mask
+
+    def convolution_op(self, inputs, kernel):
+        """Convolve with the masked kernel (the mask multiplies the kernel, so its gradient is masked too)."""
+        return super().convolution_op(inputs, kernel * ops.convert_to_tensor(self._mask(), kernel.dtype))
+
+    def get_config(self):
+        """Serialisable constructor arguments."""
+        config = super().get_config()
+        config.pop("padding", None)
+        return {**config, "mask_type": self.mask_type}
+
+
+def _residual(h, filters):
+    """relu(h + conv(relu(conv(h)))): a shape-preserving residual block (He et al., 2016)."""
+    r = layers.Conv2D(filters, 3, padding="same", activation="relu")(h)
+    r = layers.Conv2D(filters, 3, padding="same")(r)
+    return layers.ReLU()(layers.Add()([h, r]))
+
+
+def build_resnet_encoder(image_shape=(32, 32, 1), latent_dim=32):
+    """Seed-like convolutions plus a residual block, with no 16-unit bottleneck before the posterior."""
+    images = keras.Input(shape=image_shape, name="images")  # (batch, 32, 32, c)
+    h = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(images)  # (b, 16, 16, 32)
+    h = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(h)  # (b, 8, 8, 64)
+    h = _residual(h, 64)
+    h = layers.Flatten()(h)  # (b, 4096) straight to the posterior, so 32-64 latents are not starved
+    z_mean = layers.Dense(latent_dim, name="z_mean")(h)
+    z_log_var = layers.Dense(latent_dim, name="z_log_var")(h)
+    return keras.Model(images, [z_mean, z_log_var], name="encoder")
+
+
+def _resnet_features(z, image_shape):
+    """Latent -> (b, H, W, 32) feature maps: Dense, a residual block at 8x8, two stride-2 transposed convs."""
+    height, width, _ = image_shape
+    if height % 4 or width % 4:
+        raise ValueError(f"image side must be a multiple of 4 for two stride-2 layers, got {image_shape}")
+    h = layers.Dense((height // 4) * (width // 4) * 64, activation="relu")(z)
+    h = layers.Reshape((height // 4, width // 4, 64))(h)  # (b, 8, 8, 64)
+    h = _residual(h, 64)
+    h = layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu")(h)  # (b, 16, 16, 64)
+    return layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu")(h)  # (b, 32, 32, 32)
+
+
+def build_resnet_decoder(image_shape=(32, 32, 1), latent_dim=32):
+    """Residual decoder with a factorised Bernoulli output: z -> (b, 32, 32, c) logits."""
+    z = keras.Input(shape=(latent_dim,), name="z")
+    logits = layers.Conv2D(image_shape[-1], 3, padding="same", name="logits")(_resnet_features(z, image_shape))
+    return keras.Model(z, logits, name="decoder")
+
+
+def build_pixel_head(feature_shape, channels=1, filters=32, layers_b=2):
+    """p(x_ij | x_<ij, z): causal convolutions over the image plus the decoder's features -> logits.
+
+    Inputs: features (b, h, w, filters) from z and the image (b, h, w, channels); output logits
+    (b, h, w, channels) where (i, j) depends on the image only through pixels before (i, j).
+    """
+    if channels != 1:
+        raise ValueError(f"the autoregressive head models single-channel images, got {channels} channels")
+    features = keras.Input(shape=feature_shape, name="features")
+    image = keras.Input(shape=(*feature_shape[:-1], channels), name="image")
+    h = MaskedConv2D(filters, 7, mask_type="A")(image)  # (b, h, w, filters): pixels strictly before (i, j)
+    h = layers.ReLU()(layers.Add()([h, features]))
+    for _ in range(layers_b):
+        h = layers.ReLU()(layers.Add()([h, MaskedConv2D(filters, 3, mask_type="B")(h)]))
+    logits = layers.Conv2D(channels, 1, name="head_logits")(h)
+    return keras.Model([features, image], logits, name="pixel_head")
+
+
+def build_resnet_ar_decoder(image_shape=(32, 32, 1), latent_dim=32):
+    """Residual decoder with an autoregressive (PixelCNN-style) output: [z, images] -> logits.
+
+    The latent carries global shape; the causal head models what a factorised Bernoulli cannot,
+    the dependence between neighbouring pixels (as in PixelVAE, Gulrajani et al., 2017). The head
+    runs on the 28x28 pixels that are scored; the padding's logits are 0 and never used.
+    """
+    z = keras.Input(shape=(latent_dim,), name="z")
+    images = keras.Input(shape=image_shape, name="images")  # (b, 32, 32, c) the pixels being modelled
+    features = layers.Cropping2D(PAD, name="features")(_resnet_features(z, image_shape))  # (b, 28, 28, 32)
+    context = layers.Cropping2D(PAD)(images)  # (b, 28, 28, c)
+    # Spatial sides left open so a sampler can run the head on the few rows a pixel depends on.
+    head = build_pixel_head((None, None, features.shape[-1]), image_shape[-1])
+    logits = layers.ZeroPadding2D(PAD, name="logits")(head([features, context]))  # (b, 32, 32, c)
+    return keras.Model([z, images], logits, name="decoder")
+
+
+def rows_seen_above(head):
+    """How many rows above a pixel the causal ``head`` reads: the sum of its masked kernels' half-heights."""
+    return sum(layer.kernel_size[0] // 2 for layer in head.layers if isinstance(layer, MaskedConv2D))
+
+
+def is_autoregressive(decoder):
+    """Whether ``decoder`` takes [z, images] (pixel i conditioned on pixels before it) rather than z alone."""
+    return len(decoder.inputs) == 2
+
+
 # architecture name -> (encoder builder, decoder builder); new ones register here.
 ARCHITECTURES = {
     "seed": (build_seed_encoder, build_seed_decoder),
+    "resnet": (build_resnet_encoder, build_resnet_decoder),
+    "resnet_ar": (build_resnet_encoder, build_resnet_ar_decoder),
 }
+# Decoders of these model binary pixels conditioned on earlier ones, so need --binarize dynamic.
+AUTOREGRESSIVE = {"resnet_ar"}
 
 
 def build_vae(image_shape=(32, 32, 1), latent_dim=2, architecture="seed", seed=None, beta=1.0):
@@ -129,7 +252,8 @@ class VAE(keras.Model):
         """Encode, sample one z per image, decode."""
         z_mean, z_log_var = self.encoder(inputs, training=training)
         z = self.sampling([z_mean, z_log_var])
-        logits = self.decoder(z, training=training)
+        # An autoregressive decoder reads the image itself (causally masked) beside z.
+        logits = self.decoder([z, inputs] if is_autoregressive(self.decoder) else z, training=training)
         return {"logits": logits, "z_mean": z_mean, "z_log_var": z_log_var}
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):

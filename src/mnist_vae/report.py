@@ -26,17 +26,17 @@ def build_figures(encoder, decoder, test, class_names, seed=0, grid_size=20, dim
         z, values = inference.manifold_latents(grid_size, latent_dim, dims)
         extra = "" if latent_dim == 2 else f" (other {latent_dim - 2} dimensions at 0)"
         figures["manifold.png"] = plots.manifold_grid(
-            inference.decode(decoder, z), values, f"Decoded latent grid at Normal quantiles{extra}",
+            inference.decode(decoder, z, seed=seed), values, f"Decoded latent grid at Normal quantiles{extra}",
             (f"z[{dims[0]}]", f"z[{dims[1]}]"),
         )
     # The first test image of each class, so every class appears once.
     picks = [int(np.flatnonzero(test.labels == c)[0]) for c in np.unique(test.labels)][:n_examples]
     originals = test.images[picks]
     figures["reconstructions.png"] = plots.reconstructions(
-        from_model_input(originals), inference.reconstruct(encoder, decoder, originals)
+        from_model_input(originals), inference.reconstruct(encoder, decoder, originals, seed=seed)
     )
     noise = inference.prior_noise(100, latent_dim, seed)
-    figures["samples.png"] = plots.samples(inference.decode(decoder, noise), cols=10)
+    figures["samples.png"] = plots.samples(inference.decode(decoder, noise, seed=seed), cols=10)
     return figures
 
 

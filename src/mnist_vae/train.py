@@ -81,7 +81,7 @@ def train(config, out=".", resume=False, overwrite=False, data_dir=None, verbose
     eval_images = {name: held_out_images(getattr(splits, name).images, config.binarize)
                    for name in ("train", "validation", "test")}
     vae.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
+        optimizer=make_optimizer(config, len(train_batches)),
         jit_compile=config.jit_compile,
         steps_per_execution=largest_divisor(len(train_batches), config.steps_per_execution),
     )
@@ -143,6 +143,18 @@ def train(config, out=".", resume=False, overwrite=False, data_dir=None, verbose
     # Only now is everything written: the resume state is no longer needed.
     shutil.rmtree(run.backup, ignore_errors=True)
     return metrics
+
+
+def make_optimizer(config, steps_per_epoch):
+    """Adam at ``config.learning_rate``, decayed as ``config.lr_schedule`` says over the configured epochs."""
+    total_steps = config.epochs * steps_per_epoch
+    schedules = {
+        "constant": lambda: config.learning_rate,
+        # Cosine to 1% of the start by the last step (Loshchilov & Hutter, 2017). The optimizer's
+        # step counter is saved with the resume state, so a resumed run continues the same curve.
+        "cosine": lambda: keras.optimizers.schedules.CosineDecay(config.learning_rate, total_steps, alpha=0.01),
+    }
+    return keras.optimizers.Adam(schedules[config.lr_schedule]())
 
 
 def largest_divisor(n, at_most):
