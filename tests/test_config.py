@@ -77,3 +77,29 @@ def test_nonsense_flag_values_are_rejected_by_the_parser(capsys):
             build_parser().parse_args(argv)
         assert info.value.code == 2
     assert "invalid choice: 'cifar'" in capsys.readouterr().err
+
+
+def test_presets_set_their_fields_and_flags_override_them():
+    c = config_from_args(build_parser().parse_args(["train", "--preset", "literature"]))
+    assert (c.binarize, c.architecture, c.latent_dim, c.lr_schedule) == ("dynamic", "resnet_ar", 32, "cosine")
+    assert 32 <= c.latent_dim <= 64
+    c = config_from_args(build_parser().parse_args(["train", "--preset", "literature", "--latent-dim", "64",
+                                                    "--epochs", "2"]))
+    assert (c.latent_dim, c.epochs, c.architecture) == (64, 2, "resnet_ar")
+    assert config_from_args(build_parser().parse_args(["train", "--preset", "seed"])) == Config()
+
+
+def test_preset_and_config_file_together_are_refused(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text("{}")
+    args = build_parser().parse_args(["train", "--preset", "seed", "--config", str(path)])
+    with pytest.raises(UserError, match="pass one"):
+        config_from_args(args)
+
+
+def test_autoregressive_architecture_needs_binary_pixels_and_schedules_are_named():
+    with pytest.raises(UserError, match="add --binarize dynamic"):
+        Config(architecture="resnet_ar").validate()
+    Config(architecture="resnet_ar", binarize="dynamic").validate()
+    with pytest.raises(UserError, match="--lr-schedule must be one of"):
+        Config(lr_schedule="linear").validate()

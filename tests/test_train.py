@@ -221,3 +221,14 @@ def test_written_files_get_ordinary_permissions(trained_run):
     os.umask(mask)
     for name in ("config.json", "metrics.json", "models/vae.keras", "plots/samples.png", "checkpoint.keras"):
         assert (out / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
+def test_cosine_schedule_decays_to_one_percent_over_the_configured_epochs():
+    from mnist_vae.train import make_optimizer
+
+    config = Config(epochs=4, learning_rate=2e-3, lr_schedule="cosine")
+    optimizer = make_optimizer(config, steps_per_epoch=10)
+    rates = [float(optimizer._learning_rate(step)) for step in (0, 20, 40)]
+    assert rates[0] == pytest.approx(2e-3) and rates[1] == pytest.approx(2e-3 * (0.5 + 0.5 * 0.01), rel=1e-3)
+    assert rates[2] == pytest.approx(2e-5, rel=1e-3)
+    assert float(make_optimizer(Config(), 10).learning_rate) == pytest.approx(1e-3)
