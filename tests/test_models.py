@@ -153,6 +153,13 @@ logs = vae.fit(x, batch_size=16, epochs=1, verbose=0).history
 after = [np.array(w) for w in vae.get_weights()]
 assert all(not np.array_equal(a, b) for a, b in zip(before, after))
 assert np.isfinite(logs["loss"][0]) and set(logs) >= {"loss", "reconstruction_loss", "kl_loss"}
+# The autoregressive decoder (masked convolutions) trains there too.
+ar = models.build_vae(latent_dim=4, architecture="resnet_ar", seed=0)
+ar.compile(keras.optimizers.Adam(1e-3))
+binary = (x > 0.5).astype("float32")
+before = [np.array(w) for w in ar.get_weights()]
+assert np.isfinite(ar.fit(binary, batch_size=16, epochs=1, verbose=0).history["loss"][0])
+assert all(not np.array_equal(a, np.array(b)) for a, b in zip(before, ar.get_weights()))
 print("torch ok", logs["loss"][0])
 """
 

@@ -34,10 +34,14 @@ def log_weights(decoder, x, z_mean, z_log_var, eps):
     k, b, latent_dim = eps.shape
     z = z_mean[None] + ops.exp(0.5 * z_log_var)[None] * eps  # (K, B, L)
     z_flat = ops.reshape(z, (k * b, latent_dim))
-    x_rep = ops.reshape(ops.tile(x[None], (k, 1, 1, 1, 1)), (k * b, *x.shape[1:]))  # (K*B, H, W, C)
-    # An autoregressive decoder scores x given z in one pass: its head sees x causally masked.
-    logits = decoder([z_flat, x_rep] if is_autoregressive(decoder) else z_flat, training=False)  # (K*B, H, W, C)
-    log_px_z = ops.reshape(-losses.reconstruction_loss(x_rep, logits), (k, b))
+    if is_autoregressive(decoder):
+        # One pass scores x given z: the causal head reads the K copies of x it is conditioned on.
+        x_rep = ops.reshape(ops.tile(x[None], (k, 1, 1, 1, 1)), (k * b, *x.shape[1:]))  # (K*B, H, W, C)
+        logits = decoder([z_flat, x_rep], training=False)
+    else:
+        logits = decoder(z_flat, training=False)  # (K*B, H, W, C)
+    # x broadcasts against the K decodings: (1, B, H, W, C) vs (K, B, H, W, C) -> (K, B).
+    log_px_z = -losses.reconstruction_loss(x[None], ops.reshape(logits, (k, b, *x.shape[1:])))
     log_pz = losses.standard_normal_log_prob(z)  # (K, B)
     log_qz = losses.gaussian_log_prob(z, z_mean[None], z_log_var[None])  # (K, B)
     return log_px_z + log_pz - log_qz, log_px_z

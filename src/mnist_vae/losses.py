@@ -12,10 +12,10 @@ from mnist_vae.data import PAD
 
 
 def crop_padding(tensor, pad=PAD):
-    """Drop the ``pad``-pixel zero border added by the data pipeline: (b, 32, 32, c) -> (b, 28, 28, c)."""
+    """Drop the ``pad``-pixel zero border added by the data pipeline: (..., 32, 32, c) -> (..., 28, 28, c)."""
     if pad == 0:
         return tensor
-    return tensor[:, pad:-pad, pad:-pad, :]
+    return tensor[..., pad:-pad, pad:-pad, :]
 
 
 def bernoulli_log_prob(x, logits):
@@ -26,11 +26,15 @@ def bernoulli_log_prob(x, logits):
 
 
 def reconstruction_loss(x, logits, pad=PAD):
-    """Binary cross-entropy from logits summed over the unpadded pixels: (batch,) nats."""
+    """Binary cross-entropy from logits summed over the unpadded pixels: (batch,) nats.
+
+    ``x`` (..., H, W, C) broadcasts against ``logits`` (..., H, W, C), e.g. one image batch
+    (1, B, H, W, C) against K decodings of it (K, B, H, W, C) giving (K, B), with no copies of x.
+    """
     x = crop_padding(x, pad)
     logits = crop_padding(logits, pad)
     per_pixel = -bernoulli_log_prob(ops.cast(x, logits.dtype), logits)
-    return ops.sum(ops.reshape(per_pixel, (ops.shape(per_pixel)[0], -1)), axis=-1)
+    return ops.sum(per_pixel, axis=(-3, -2, -1))
 
 
 def kl_loss(z_mean, z_log_var):
