@@ -4,13 +4,13 @@
 #
 #   bash benchmarks/literature.sh [RUN_DIR] [K1000_IMAGES] [K5000_IMAGES]
 #
-# Defaults evaluate the first 1,000 test images at K=1000 and the first 500 at K=5000 (the full
+# Defaults evaluate the first 500 test images at K=1000 and the first 200 at K=5000 (the full
 # 10,000 at K=5000 takes many hours on a 2-core CPU; pass 10000 to run it on a faster machine, or
 # use KERAS_BACKEND=torch or jax on a GPU). Each evaluation is kept as evaluation-K<k>-N<n>.json.
 set -euo pipefail
 run=${1:-runs/literature}
-n1000=${2:-1000}
-n5000=${3:-500}
+n1000=${2:-500}
+n5000=${3:-200}
 
 if [ ! -f "$run/metrics.json" ]; then
   if [ -f "$run/config.json" ]; then

@@ -55,7 +55,7 @@ def sample_autoregressive(decoder, z, seed=0, batch_size=512):
             lo = max(0, i - above)
             for j in range(width):
                 logits = ops.convert_to_numpy(head([features[:, lo:i + 1], x[:, lo:i + 1]]))[:, -1, j]  # (b, c)
-                p = 1.0 / (1.0 + np.exp(-logits))
+                p = 0.5 * (1.0 + np.tanh(0.5 * logits))  # sigmoid without overflow for large |logits|
                 means[:, i, j] = p
                 x[:, i, j] = uniforms[:, i, j] < p
         out.append(means)

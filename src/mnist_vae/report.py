@@ -1,9 +1,11 @@
 """Render a run's pictures to PNG files: the only place figures meet the file system."""
 
+import dataclasses
+
 import numpy as np
 
 from mnist_vae import inference, plots
-from mnist_vae.data import from_model_input
+from mnist_vae.data import from_model_input, held_out_images
 from mnist_vae.rundir import replace_atomically
 
 PLOT_FILES = ("latent_scatter.png", "manifold.png", "reconstructions.png", "samples.png")
@@ -42,6 +44,8 @@ def build_figures(encoder, decoder, test, class_names, seed=0, grid_size=20, dim
 
 def write_plots(run, encoder, decoder, test, class_names, config, dims=(0, 1), grid_size=None):
     """Write every figure as a PNG in ``run.plots``; returns the paths written."""
+    # A binarised model is shown the binary test images it is evaluated on, not grey levels.
+    test = dataclasses.replace(test, images=held_out_images(test.images, config.binarize))
     figures = build_figures(encoder, decoder, test, class_names, config.seed, grid_size or config.grid_size, dims)
     run.plots.mkdir(parents=True, exist_ok=True)
     paths = []
