@@ -95,6 +95,9 @@ def test_preset_and_config_file_together_are_refused(tmp_path):
     args = build_parser().parse_args(["train", "--preset", "seed", "--config", str(path)])
     with pytest.raises(UserError, match="pass one"):
         config_from_args(args)
+    args = build_parser().parse_args(["train", "--preset", "literature", "--resume", "--out", str(tmp_path)])
+    with pytest.raises(UserError, match="drop --preset"):
+        config_from_args(args)
 
 
 def test_autoregressive_architecture_needs_binary_pixels_and_schedules_are_named():

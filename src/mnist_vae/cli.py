@@ -84,6 +84,8 @@ def config_from_args(args):
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
     if args.config is not None and args.preset is not None:
         raise UserError("--config and --preset both give a starting configuration; pass one")
+    if args.resume and args.preset is not None:
+        raise UserError("--resume continues with the run's saved config.json; drop --preset")
     if args.resume and (args.out / "config.json").exists():
         base = Config.load(args.out / "config.json")
     elif args.config is not None:
