@@ -122,13 +122,6 @@ PRESETS = {
 }
 
 
-def preset(name):
-    """The ``Config`` of a named preset (defaults for every field it does not set)."""
-    if name not in PRESETS:
-        raise UserError(f"--preset must be one of {list(PRESETS)}, got {name!r}")
-    return Config(**PRESETS[name]).validate()
-
-
 def _flag(name):
     return "--" + name.replace("_", "-")
 
