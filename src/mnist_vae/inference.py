@@ -2,12 +2,11 @@
 
 from statistics import NormalDist
 
-import keras
 import numpy as np
 from keras import ops
 
 from mnist_vae.data import from_model_input
-from mnist_vae.models import is_autoregressive, rows_seen_above
+from mnist_vae.models import autoregressive_parts, is_autoregressive, rows_seen_above
 
 
 def encode(encoder, images, batch_size=512):
@@ -39,15 +38,14 @@ def sample_autoregressive(decoder, z, seed=0, batch_size=512):
     The latent features are computed once; each step reruns only the causal head, and only on
     the rows the current pixel depends on.
     """
-    features_of = keras.Model(decoder.inputs[0], decoder.get_layer("features").output)
-    head = decoder.get_layer("pixel_head")
+    features_of, head = autoregressive_parts(decoder)
     above = rows_seen_above(head)
+    channels = decoder.inputs[1].shape[-1]
     rng = np.random.default_rng([seed, 2])
     out = []
     for start in range(0, len(z), batch_size):
         features = ops.convert_to_numpy(features_of(z[start:start + batch_size]))  # (b, 28, 28, F)
         b, height, width, _ = features.shape
-        channels = decoder.inputs[1].shape[-1]
         uniforms = rng.random((b, height, width, channels), dtype=np.float32)
         x = np.zeros((b, height, width, channels), "float32")  # sampled pixels so far, 0 elsewhere
         means = np.zeros_like(x)

@@ -188,6 +188,11 @@ def rows_seen_above(head):
     return sum(layer.kernel_size[0] // 2 for layer in head.layers if isinstance(layer, MaskedConv2D))
 
 
+def autoregressive_parts(decoder):
+    """(z -> features model, causal head) of a ``build_resnet_ar_decoder`` decoder, for pixel-by-pixel sampling."""
+    return keras.Model(decoder.inputs[0], decoder.get_layer("features").output), decoder.get_layer("pixel_head")
+
+
 def is_autoregressive(decoder):
     """Whether ``decoder`` takes [z, images] (pixel i conditioned on pixels before it) rather than z alone."""
     return len(decoder.inputs) == 2
