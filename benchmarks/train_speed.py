@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 
 from mnist_vae import data, models  # noqa: E402
 from mnist_vae.config import Config  # noqa: E402
-from mnist_vae.train import largest_divisor  # noqa: E402
+from mnist_vae.train import largest_divisor, resolve_precision  # noqa: E402
 
 
 def keras_io_baseline(image_shape, latent_dim=2):
@@ -73,13 +73,16 @@ def main():
     x = data.load_splits("mnist", limit=args.images).train.images
     shape = x.shape[1:]
     spe = largest_divisor(math.ceil(len(x) / 128), Config().steps_per_execution)
+    ours = dict(x=data.ImageBatches(x, 128, shuffle=True), shuffle=False)
     rows = [
         ("keras-io GradientTape, numpy arrays (baseline)",
          lambda: keras_io_baseline(shape), dict(x=x, batch_size=128, shuffle=True), 1),
-        ("mnist-vae fit, steps_per_execution=1",
-         lambda: models.build_vae(shape, seed=0), dict(x=data.ImageBatches(x, 128, shuffle=True), shuffle=False), 1),
-        (f"mnist-vae fit, steps_per_execution={spe} (default)",
-         lambda: models.build_vae(shape, seed=0), dict(x=data.ImageBatches(x, 128, shuffle=True), shuffle=False), spe),
+        ("mnist-vae fit, float32, steps_per_execution=1",
+         lambda: models.build_vae(shape, seed=0), ours, 1),
+        (f"mnist-vae fit, float32, steps_per_execution={spe}",
+         lambda: models.build_vae(shape, seed=0), ours, spe),
+        (f"mnist-vae fit, mixed_bfloat16, steps_per_execution={spe}",
+         lambda: models.build_vae(shape, seed=0, precision="mixed_bfloat16"), ours, spe),
     ]
     # This VM's speed drifts between phases up to ~1.6x apart, so variants take turns epoch by
     # epoch (each sees the same phases) and the best epoch is the headline number.
@@ -90,7 +93,8 @@ def main():
             rates[name].append(timed_epoch(model, kw, len(x)))
     base_best = max(rates[rows[0][0]])
     base_median = statistics.median(rates[rows[0][0]])
-    print(f"backend {keras.backend.backend()}, {len(x)} images/epoch, batch 128, {args.repeats} interleaved epochs each\n")
+    print(f"backend {keras.backend.backend()}, {len(x)} images/epoch, batch 128, {args.repeats} interleaved epochs each; "
+          f"--precision auto resolves to {resolve_precision('auto')} here\n")
     print(f"| {'variant':<48} | best img/s | median img/s | best vs baseline | median vs baseline |")
     print(f"| {'-' * 48} | ---: | ---: | ---: | ---: |")
     for name, values in rates.items():

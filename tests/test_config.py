@@ -106,3 +106,5 @@ def test_autoregressive_architecture_needs_binary_pixels_and_schedules_are_named
     Config(architecture="resnet_ar", binarize="dynamic").validate()
     with pytest.raises(UserError, match="--lr-schedule must be one of"):
         Config(lr_schedule="linear").validate()
+    with pytest.raises(UserError, match="--precision must be one of"):
+        Config(precision="float16").validate()

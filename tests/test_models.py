@@ -75,8 +75,9 @@ def _weights(model):
     return [np.array(w) for w in model.get_weights()]
 
 
-def test_a_train_step_changes_weights_and_an_evaluation_step_does_not():
-    vae = models.build_vae(seed=0)
+@pytest.mark.parametrize("precision", models.PRECISIONS)
+def test_a_train_step_changes_weights_and_an_evaluation_step_does_not(precision):
+    vae = models.build_vae(seed=0, precision=precision)
     vae.compile(keras.optimizers.Adam(1e-3))
     x = _batch(16)
     before = _weights(vae)
@@ -100,8 +101,9 @@ def test_config_round_trip_rebuilds_the_same_model():
     assert clone.seed == 5 and clone.latent_dim == 3
 
 
-def test_saved_models_reload_identically_in_a_fresh_process(tmp_path):
-    vae = models.build_vae(seed=3)
+@pytest.mark.parametrize("precision", models.PRECISIONS)
+def test_saved_models_reload_identically_in_a_fresh_process(precision, tmp_path):
+    vae = models.build_vae(seed=3, precision=precision)
     vae.compile(keras.optimizers.Adam(1e-3))
     vae.fit(_batch(64), batch_size=32, epochs=1, verbose=0)  # non-initial weights and optimizer state
     vae.save(tmp_path / "vae.keras")
@@ -126,6 +128,9 @@ def test_saved_models_reload_identically_in_a_fresh_process(tmp_path):
         np.save(d + "/decoded.npy", dec.predict(np.array([[0.3, -1.0]], "float32"), verbose=0))
         np.save(d + "/vae_logits.npy", keras.ops.convert_to_numpy(vae(x)["logits"]))
         assert type(vae).__name__ == "VAE" and vae.optimizer is not None
+        # The training precision is saved with the layers; the output layers stay float32.
+        assert dec.get_layer("logits").dtype_policy.name == "float32"
+        assert dec.layers[1].dtype_policy.name == {precision!r}, dec.layers[1].dtype_policy
     """)
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
     for name, value in expected.items():
@@ -240,3 +245,45 @@ def test_stronger_architectures_train_and_reload_in_a_fresh_process(architecture
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def _policies(model):
+    return {layer.name: layer.dtype_policy.name for layer in models._inner_layers(model)
+            if not isinstance(layer, (keras.Model, keras.layers.InputLayer, models.Sampling))}
+
+
+@pytest.mark.parametrize("architecture", sorted(models.ARCHITECTURES))
+def test_mixed_precision_computes_in_bf16_but_keeps_weights_and_outputs_float32(architecture):
+    vae = models.build_vae(latent_dim=4, architecture=architecture, seed=0, precision="mixed_bfloat16")
+    policies = _policies(vae)
+    assert {policies.pop(name) for name in models.FLOAT32_LAYERS if name in policies} == {"float32"}
+    assert set(policies.values()) == {"mixed_bfloat16"}, "every other layer computes in bf16"
+    assert {w.dtype for w in vae.weights} == {"float32"}, "master weights stay float32"
+    x = (_batch(4) > 0.5).astype("float32")
+    assert {keras.backend.standardize_dtype(v.dtype) for v in vae(x).values()} == {"float32"}
+    # Switching back gives exactly the float32 model with the same weights.
+    reference = models.build_vae(latent_dim=4, architecture=architecture, seed=0)
+    reference.set_weights(vae.get_weights())
+    models.set_precision(vae, "float32")
+    assert set(_policies(vae).values()) == {"float32"}
+    z = np.random.default_rng(1).normal(size=(4, 4)).astype("float32")
+    inputs = [z, x] if models.is_autoregressive(vae.decoder) else z
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(vae.decoder(inputs)),
+                                  keras.ops.convert_to_numpy(reference.decoder(inputs)))
+
+
+def test_mixed_precision_logits_stay_close_to_float32():
+    vae = models.build_vae(seed=0, precision="mixed_bfloat16")
+    reference = models.build_vae(seed=0)
+    reference.set_weights(vae.get_weights())
+    z = np.random.default_rng(2).normal(size=(64, 2)).astype("float32")
+    bf16 = keras.ops.convert_to_numpy(vae.decoder(z))
+    f32 = keras.ops.convert_to_numpy(reference.decoder(z))
+    assert not np.array_equal(bf16, f32), "bf16 math really ran"
+    # bf16 keeps 8 significant bits: logits agree to about 1% of their spread.
+    assert np.abs(bf16 - f32).max() < 0.02 * (np.abs(f32).max() + 1e-3)
+
+
+def test_unknown_precision_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown precision 'float16'"):
+        models.build_vae(precision="float16")

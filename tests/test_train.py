@@ -232,3 +232,41 @@ def test_cosine_schedule_decays_to_one_percent_over_the_configured_epochs():
     assert rates[0] == pytest.approx(2e-3) and rates[1] == pytest.approx(2e-3 * (0.5 + 0.5 * 0.01), rel=1e-3)
     assert rates[2] == pytest.approx(2e-5, rel=1e-3)
     assert float(make_optimizer(Config(), 10).learning_rate) == pytest.approx(1e-3)
+
+
+def test_auto_precision_picks_bf16_only_on_tensorflow_with_native_bf16(tmp_path):
+    from mnist_vae.train import cpu_has_native_bf16, resolve_precision
+
+    with_bf16, without = tmp_path / "with", tmp_path / "without"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 fma\n\nprocessor\t: 1\n")
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f fma\n")
+    assert cpu_has_native_bf16(with_bf16) and not cpu_has_native_bf16(without)
+    assert not cpu_has_native_bf16(tmp_path / "missing")
+    expected = "mixed_bfloat16" if keras.backend.backend() == "tensorflow" else "float32"
+    assert resolve_precision("auto", with_bf16) == expected
+    assert resolve_precision("auto", without) == "float32"
+    for explicit in ("float32", "mixed_bfloat16"):
+        assert resolve_precision(explicit, without) == explicit
+
+
+def test_reported_losses_are_float32_whatever_the_training_precision(tmp_path):
+    from mnist_vae.data import load_splits
+    from mnist_vae.evaluate import evaluate_losses
+    from mnist_vae.models import set_precision
+    from mnist_vae.train import EVAL_BATCH_SIZE
+
+    config = tiny_config(precision="mixed_bfloat16", limit=128)
+    metrics = train(config, tmp_path, verbose=0)
+    assert metrics["precision"] == "mixed_bfloat16"
+    assert Config.load(tmp_path / "config.json").precision == "mixed_bfloat16"
+    splits = load_splits(config.dataset, config.validation_size, config.limit)
+
+    def replay(precision):
+        """The run's final evaluation again, from the saved model (same weights, same noise)."""
+        vae = set_precision(load_model(RunDir(tmp_path).vae), precision)
+        return [evaluate_losses(vae, getattr(splits, name).images, EVAL_BATCH_SIZE)
+                for name in ("train", "validation", "test")]
+
+    float32 = replay("float32")
+    assert float32 == [metrics[name] for name in ("train", "validation", "test")]
+    assert replay("mixed_bfloat16") != float32, "the bf16 numbers differ, so the switch mattered"

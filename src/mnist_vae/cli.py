@@ -14,12 +14,12 @@ from mnist_vae.errors import UserError
 def _add_config_flags(parser):
     """One flag per ``Config`` field, help text from the field's docstring, no defaults applied here."""
     from mnist_vae.data import BINARIZE, DATASETS
-    from mnist_vae.models import ARCHITECTURES
+    from mnist_vae.models import ARCHITECTURES, PRECISIONS
 
     from mnist_vae.config import LR_SCHEDULES
 
     choices = {"dataset": sorted(DATASETS), "architecture": sorted(ARCHITECTURES), "binarize": list(BINARIZE),
-               "lr_schedule": list(LR_SCHEDULES)}
+               "lr_schedule": list(LR_SCHEDULES), "precision": ["auto", *PRECISIONS]}
     docs = field_docs()
     hints = typing.get_type_hints(Config)
     group = parser.add_argument_group("training configuration (defaults from Config; see config.json)")
@@ -114,11 +114,11 @@ def run_plot(args):
     """``vae plot DIR``."""
     from mnist_vae.data import load_splits
     from mnist_vae.report import write_plots
-    from mnist_vae.rundir import RunDir, load_model
+    from mnist_vae.rundir import RunDir, load_inference_models
 
     run = RunDir(args.dir)
     config = run.load_config()
-    encoder, decoder = load_model(run.encoder, compile=False), load_model(run.decoder, compile=False)
+    encoder, decoder = load_inference_models(run)
     latent_dim = decoder.inputs[0].shape[-1]
     if latent_dim >= 2 and (not all(0 <= d < latent_dim for d in args.dims) or args.dims[0] == args.dims[1]):
         raise UserError(f"--dims must be two different latent dimensions in 0..{latent_dim - 1}, got {list(args.dims)}")

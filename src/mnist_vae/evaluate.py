@@ -20,9 +20,19 @@ from mnist_vae.models import is_autoregressive
 
 
 def evaluate_losses(vae, images, batch_size=128):
-    """Mean negative ELBO and its terms over ``images`` (one posterior sample each), nats per image."""
-    results = vae.evaluate(ImageBatches(images, batch_size), verbose=0, return_dict=True)
-    return {name: float(results[name]) for name in ("loss", "reconstruction_loss", "kl_loss")}
+    """Mean negative ELBO and its terms over ``images`` (one posterior sample each), nats per image.
+
+    Calls the model directly rather than ``vae.evaluate``, whose compiled step keeps the precision
+    it was traced with: this way a model switched to float32 after mixed-precision training is
+    scored in float32.
+    """
+    sums = {}
+    for batch in ImageBatches(images, batch_size):
+        out = vae(batch, training=False)
+        terms = losses.vae_loss(batch, out["logits"], out["z_mean"], out["z_log_var"], beta=vae.beta)
+        for name, values in terms.items():  # (batch,) nats each
+            sums[name] = sums.get(name, 0.0) + float(ops.sum(ops.cast(values, "float64")))
+    return {name: sums[name] / len(images) for name in ("loss", "reconstruction_loss", "kl_loss")}
 
 
 def log_weights(decoder, x, z_mean, z_log_var, eps):
@@ -107,7 +117,7 @@ def evaluate_run(run_dir, split="test", k=1000, batch_size=100, chunk_size=100, 
 
     from mnist_vae.data import HELD_OUT_BINARIZE_SEED, held_out_images, load_splits
     from mnist_vae.errors import UserError
-    from mnist_vae.rundir import RunDir, load_model, write_json_atomic
+    from mnist_vae.rundir import RunDir, load_inference_models, write_json_atomic
 
     if split not in SPLITS:
         raise UserError(f"--split must be one of {list(SPLITS)}, got {split!r}")
@@ -118,8 +128,7 @@ def evaluate_run(run_dir, split="test", k=1000, batch_size=100, chunk_size=100, 
             raise UserError(f"{flag} must be at least 1, got {value}")
     run = RunDir(run_dir)
     config = run.load_config()
-    encoder = load_model(run.encoder, compile=False)
-    decoder = load_model(run.decoder, compile=False)
+    encoder, decoder = load_inference_models(run)
     splits = load_splits(config.dataset, config.validation_size, limit=1, data_dir=data_dir)
     chosen = getattr(splits, split)
     # Binarise the whole split before --limit, so a subset sees the same pixels as the full set.

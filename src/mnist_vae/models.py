@@ -208,8 +208,38 @@ ARCHITECTURES = {
 AUTOREGRESSIVE = {"resnet_ar"}
 
 
-def build_vae(image_shape=(32, 32, 1), latent_dim=2, architecture="seed", seed=None, beta=1.0):
-    """Build an unbuilt-weights VAE of the named architecture, ready to compile."""
+# Compute precisions by name (Keras dtype policies). Weights and optimizer state are float32 in both.
+PRECISIONS = ("float32", "mixed_bfloat16")
+# Layers kept in float32 whatever the precision: the posterior's parameters and the logits feed
+# sums over latents and 784 pixels, where bf16's 8-bit mantissa would cost tenths of nats.
+FLOAT32_LAYERS = frozenset({"z_mean", "z_log_var", "logits", "head_logits"})
+
+
+def set_precision(model, precision):
+    """Give every layer inside ``model`` the ``precision`` compute policy (output layers stay float32); returns ``model``.
+
+    Takes effect on the next call or trace, so set it before building or compiling; the layers'
+    policies are saved with the model.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
+    for layer in _inner_layers(model):
+        # Sub-models and the input/sampling layers pass float32 tensors through unchanged;
+        # only layers that compute get the mixed policy (each casts its own inputs).
+        if isinstance(layer, (keras.Model, layers.InputLayer, Sampling)):
+            continue
+        layer.dtype_policy = "float32" if layer.name in FLOAT32_LAYERS else precision
+    return model
+
+
+def _inner_layers(model):
+    for layer in getattr(model, "layers", ()):
+        yield layer
+        yield from _inner_layers(layer)
+
+
+def build_vae(image_shape=(32, 32, 1), latent_dim=2, architecture="seed", seed=None, beta=1.0, precision="float32"):
+    """Build a VAE of the named architecture and ``precision`` with its variables created, ready to compile."""
     try:
         build_encoder, build_decoder = ARCHITECTURES[architecture]
     except KeyError:
@@ -218,7 +248,7 @@ def build_vae(image_shape=(32, 32, 1), latent_dim=2, architecture="seed", seed=N
         ) from None
     encoder = build_encoder(image_shape, latent_dim)
     decoder = build_decoder(image_shape, latent_dim)
-    vae = VAE(encoder, decoder, seed=seed, beta=beta)
+    vae = set_precision(VAE(encoder, decoder, seed=seed, beta=beta), precision)
     vae(ops.zeros((1, *image_shape)))  # create every variable now so weights can be restored
     return vae
 

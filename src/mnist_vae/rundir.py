@@ -119,3 +119,10 @@ def load_model(path, compile=True):
     except Exception as e:  # Keras raises many types for a damaged archive
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path}: cannot load this Keras model ({first_line}); re-train or re-copy it") from None
+
+
+def load_inference_models(run):
+    """The run's (encoder, decoder), computing in float32 whatever precision they were trained in."""
+    from mnist_vae.models import set_precision
+
+    return tuple(set_precision(load_model(path, compile=False), "float32") for path in (run.encoder, run.decoder))

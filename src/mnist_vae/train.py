@@ -4,6 +4,7 @@ import dataclasses
 import math
 import shutil
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -14,7 +15,7 @@ from mnist_vae.config import Config
 from mnist_vae.data import ImageBatches, held_out_images, load_splits
 from mnist_vae.errors import UserError
 from mnist_vae.evaluate import evaluate_losses
-from mnist_vae.models import build_vae
+from mnist_vae.models import build_vae, set_precision
 from mnist_vae.rundir import RunDir, save_model_atomic, write_json_atomic, write_text_atomic
 
 UNITS = "nats per image, summed over the original 28x28 pixels"
@@ -74,7 +75,9 @@ def train(config, out=".", resume=False, overwrite=False, data_dir=None, verbose
     # Data problems surface before anything is written, so a failed start leaves no half run.
     splits = load_splits(config.dataset, config.validation_size, config.limit, data_dir=data_dir)
     start_run_dir(run, config, resume)
-    vae = build_vae(splits.train.images.shape[1:], config.latent_dim, config.architecture, seed=config.seed)
+    precision = resolve_precision(config.precision)
+    vae = build_vae(splits.train.images.shape[1:], config.latent_dim, config.architecture, seed=config.seed,
+                    precision=precision)
     train_batches = ImageBatches(splits.train.images, config.batch_size, shuffle=True, seed=config.seed,
                                  binarize=config.binarize == "dynamic")
     # Evaluation inputs: under --binarize dynamic, each split binarised once with a fixed seed.
@@ -128,8 +131,11 @@ def train(config, out=".", resume=False, overwrite=False, data_dir=None, verbose
     save_model_atomic(vae.encoder, run.encoder)
     save_model_atomic(vae.decoder, run.decoder)
 
+    # Reported losses and plots in float32, whatever the training precision (the saved files keep it).
+    set_precision(vae, "float32")
     metrics = {
         "dataset": config.dataset,
+        "precision": precision,
         "units": UNITS,
         "epochs": config.epochs,
         "best_val_loss": None if checkpoint.best is None else float(checkpoint.best),
@@ -155,6 +161,33 @@ def make_optimizer(config, steps_per_epoch):
         "cosine": lambda: keras.optimizers.schedules.CosineDecay(config.learning_rate, total_steps, alpha=0.01),
     }
     return keras.optimizers.Adam(schedules[config.lr_schedule]())
+
+
+def resolve_precision(precision, cpuinfo="/proc/cpuinfo"):
+    """``precision`` itself, or for ``auto`` the one measured faster on this backend and hardware."""
+    if precision != "auto":
+        return precision
+    # Measured (BENCHMARKS.md): TensorFlow's oneDNN kernels train the seed model ~1.3x faster in
+    # bf16 on a CPU with AVX512_BF16. Without native bf16 they would emulate it, so float32 there;
+    # on GPUs and the other backends it is unmeasured, so float32 too.
+    if keras.backend.backend() != "tensorflow" or not cpu_has_native_bf16(cpuinfo):
+        return "float32"
+    import tensorflow as tf
+
+    return "float32" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+
+
+def cpu_has_native_bf16(cpuinfo="/proc/cpuinfo"):
+    """Whether the CPU lists AVX512_BF16 or AMX_BF16 among its flags (Linux; False where unreadable)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def largest_divisor(n, at_most):
