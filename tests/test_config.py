@@ -81,7 +81,8 @@ def test_nonsense_flag_values_are_rejected_by_the_parser(capsys):
 
 def test_presets_set_their_fields_and_flags_override_them():
     c = config_from_args(build_parser().parse_args(["train", "--preset", "literature"]))
-    assert (c.binarize, c.architecture, c.latent_dim, c.lr_schedule) == ("dynamic", "resnet_ar", 32, "cosine")
+    assert (c.binarize, c.architecture, c.latent_dim, c.lr_schedule, c.precision) == (
+        "dynamic", "resnet_ar", 32, "cosine", "float32")
     assert 32 <= c.latent_dim <= 64
     c = config_from_args(build_parser().parse_args(["train", "--preset", "literature", "--latent-dim", "64",
                                                     "--epochs", "2"]))
