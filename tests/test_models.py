@@ -165,6 +165,12 @@ binary = (x > 0.5).astype("float32")
 before = [np.array(w) for w in ar.get_weights()]
 assert np.isfinite(ar.fit(binary, batch_size=16, epochs=1, verbose=0).history["loss"][0])
 assert all(not np.array_equal(a, np.array(b)) for a, b in zip(before, ar.get_weights()))
+# So does bf16 mixed precision (for GPUs, where torch is this package's backend).
+mixed = models.build_vae(seed=0, precision="mixed_bfloat16")
+mixed.compile(keras.optimizers.Adam(1e-3))
+before = [np.array(w) for w in mixed.get_weights()]
+assert np.isfinite(mixed.fit(x, batch_size=16, epochs=1, verbose=0).history["loss"][0])
+assert all(not np.array_equal(a, np.array(b)) for a, b in zip(before, mixed.get_weights()))
 print("torch ok", logs["loss"][0])
 """
 
