@@ -211,7 +211,7 @@ AUTOREGRESSIVE = {"resnet_ar"}
 # Compute precisions by name (Keras dtype policies). Weights and optimizer state are float32 in both.
 PRECISIONS = ("float32", "mixed_bfloat16")
 # Layers kept in float32 whatever the precision: the posterior's parameters and the logits feed
-# sums over latents and 784 pixels, where bf16's 8-bit mantissa would cost tenths of nats.
+# the loss's sums over latents and 784 pixels, which bf16's 8-bit mantissa would round coarsely.
 FLOAT32_LAYERS = frozenset({"z_mean", "z_log_var", "logits", "head_logits"})
 
 

@@ -167,7 +167,7 @@ def resolve_precision(precision, cpuinfo="/proc/cpuinfo"):
     """``precision`` itself, or for ``auto`` the one measured faster on this backend and hardware."""
     if precision != "auto":
         return precision
-    # Measured (BENCHMARKS.md): TensorFlow's oneDNN kernels train the seed model ~1.3x faster in
+    # Measured (BENCHMARKS.md): TensorFlow's oneDNN kernels train the seed model ~1.2x faster in
     # bf16 on a CPU with AVX512_BF16. Without native bf16 they would emulate it, so float32 there;
     # on GPUs and the other backends it is unmeasured, so float32 too.
     if keras.backend.backend() != "tensorflow" or not cpu_has_native_bf16(cpuinfo):
