@@ -61,6 +61,24 @@ def test_cli_train_writes_every_promised_file(tmp_path):
         assert "epoch_loss" in scalars.Tags()["tensors"]
 
 
+@pytest.mark.slow
+def test_cli_train_evaluate_and_plot_run_on_the_torch_backend(tmp_path):
+    pytest.importorskip("torch")
+    torch = {"KERAS_BACKEND": "torch"}
+    out = tmp_path / "run"
+    # The default steps_per_execution (16) is one step per call there; bf16 runs there too.
+    result = run_cli("train", "--limit", "256", "--epochs", "1", "--out", out, "--quiet",
+                     "--precision", "mixed_bfloat16", env=torch)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((out / "metrics.json").read_text())["precision"] == "mixed_bfloat16"
+    _assert_complete_run(out, epochs=1)
+    result = run_cli("evaluate", out, "--iw-samples", "4", "--limit", "10", env=torch)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((out / "evaluation.json").read_text())["iw_samples"] == 4
+    result = run_cli("plot", out, env=torch)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 class _Interrupt(keras.callbacks.Callback):
     def __init__(self, at_epoch):
         super().__init__()

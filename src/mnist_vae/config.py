@@ -43,7 +43,7 @@ class Config:
     jit_compile: bool = False
     """Compile train steps with XLA (off by default: it halves this model's speed on CPUs)."""
     steps_per_execution: int = 16
-    """Train steps per compiled call (at most; a divisor of the batches per epoch is used): fewer Python round trips."""
+    """Train steps per compiled call (at most; a divisor of the batches per epoch is used): fewer Python round trips. The PyTorch backend always runs 1."""
     grid_size: int = 20
     """Rows and columns of the 2-D manifold grid in plots and TensorBoard."""
 

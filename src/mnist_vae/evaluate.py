@@ -31,7 +31,7 @@ def evaluate_losses(vae, images, batch_size=128):
         out = vae(batch, training=False)
         terms = losses.vae_loss(batch, out["logits"], out["z_mean"], out["z_log_var"], beta=vae.beta)
         for name, values in terms.items():  # (batch,) nats each
-            sums[name] = sums.get(name, 0.0) + float(ops.sum(ops.cast(values, "float64")))
+            sums[name] = sums.get(name, 0.0) + float(ops.convert_to_numpy(values).astype(np.float64).sum())
     return {name: sums[name] / len(images) for name in ("loss", "reconstruction_loss", "kl_loss")}
 
 
@@ -137,7 +137,9 @@ def evaluate_run(run_dir, split="test", k=1000, batch_size=100, chunk_size=100, 
     start = time.perf_counter()
     nll, reconstruction = importance_weighted(encoder, decoder, images, k, batch_size, chunk_size, seed)
     z_mean, z_log_var = encoder.predict(images, batch_size=500, verbose=0)
-    kl_dims = ops.convert_to_numpy(losses.kl_per_dimension(z_mean, z_log_var)).astype(np.float64)  # (n, L)
+    # predict returns NumPy arrays; tensors again, since NumPy-tensor arithmetic fails on torch.
+    kl_dims = losses.kl_per_dimension(ops.convert_to_tensor(z_mean), ops.convert_to_tensor(z_log_var))
+    kl_dims = ops.convert_to_numpy(kl_dims).astype(np.float64)  # (n, L)
     kl = kl_dims.sum(axis=1)
     seconds = time.perf_counter() - start
     negative_elbo = reconstruction + kl

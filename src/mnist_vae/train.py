@@ -86,7 +86,7 @@ def train(config, out=".", resume=False, overwrite=False, data_dir=None, verbose
     vae.compile(
         optimizer=make_optimizer(config, len(train_batches)),
         jit_compile=config.jit_compile,
-        steps_per_execution=largest_divisor(len(train_batches), config.steps_per_execution),
+        steps_per_execution=largest_divisor(len(train_batches), steps_per_execution(config)),
     )
     # Forward passes only: larger batches are faster and give the same per-image means.
     val_batches = ImageBatches(eval_images["validation"], EVAL_BATCH_SIZE)
@@ -188,6 +188,11 @@ def cpu_has_native_bf16(cpuinfo="/proc/cpuinfo"):
         if line.startswith("flags"):
             flags.update(line.partition(":")[2].split())
     return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def steps_per_execution(config):
+    """``config.steps_per_execution``, or 1 on the PyTorch backend, whose trainer runs one step per call."""
+    return 1 if keras.backend.backend() == "torch" else config.steps_per_execution
 
 
 def largest_divisor(n, at_most):
