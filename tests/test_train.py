@@ -62,20 +62,21 @@ def test_cli_train_writes_every_promised_file(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_train_evaluate_and_plot_run_on_the_torch_backend(tmp_path):
-    pytest.importorskip("torch")
-    torch = {"KERAS_BACKEND": "torch"}
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_cli_train_evaluate_and_plot_run_on_the_gpu_backends(backend, tmp_path):
+    pytest.importorskip(backend)  # neither is a dependency; .ci/run installs torch's CPU wheel
+    env = {"KERAS_BACKEND": backend}
     out = tmp_path / "run"
-    # The default steps_per_execution (16) is one step per call there; bf16 runs there too.
+    # torch runs the default steps_per_execution (16) as one step per call; bf16 runs on both.
     result = run_cli("train", "--limit", "256", "--epochs", "1", "--out", out, "--quiet",
-                     "--precision", "mixed_bfloat16", env=torch)
+                     "--precision", "mixed_bfloat16", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((out / "metrics.json").read_text())["precision"] == "mixed_bfloat16"
     _assert_complete_run(out, epochs=1)
-    result = run_cli("evaluate", out, "--iw-samples", "4", "--limit", "10", env=torch)
+    result = run_cli("evaluate", out, "--iw-samples", "4", "--limit", "10", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((out / "evaluation.json").read_text())["iw_samples"] == 4
-    result = run_cli("plot", out, env=torch)
+    result = run_cli("plot", out, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
