@@ -2,6 +2,7 @@
 
 import gzip
 import hashlib
+import json
 import os
 import struct
 import subprocess
@@ -46,6 +47,33 @@ def write_fake_dataset(folder, n_train=40, n_test=20, seed=0, compress=True):
     return sums
 
 
+PROMISED = [
+    "models/vae.keras", "models/encoder.keras", "models/decoder.keras", "checkpoint.keras",
+    "config.json", "metrics.json", "history.csv",
+    "plots/latent_scatter.png", "plots/manifold.png", "plots/reconstructions.png", "plots/samples.png",
+]
+
+
+def assert_complete_run(out, epochs, user_files=()):
+    """Every promised file of a finished run is there and consistent; returns its metrics.
+
+    ``user_files``: paths (relative to ``out``) the user put in the run's folders.
+    """
+    for name in PROMISED:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    backup = sorted(str(p.relative_to(out)) for p in (out / "backup").rglob("*")) if (out / "backup").exists() else []
+    assert backup == sorted(f for f in user_files if f.startswith("backup/")), "the resume state is removed"
+    assert not (out / ".vae.lock").exists(), "the lock is released and its file removed"
+    metrics = json.loads((out / "metrics.json").read_text())
+    for split in ("train", "validation", "test"):
+        terms = metrics[split]
+        assert np.isfinite(terms["loss"]) and terms["kl_loss"] >= 0
+        assert terms["loss"] == pytest.approx(terms["reconstruction_loss"] + terms["kl_loss"], rel=1e-4)
+    rows = (out / "history.csv").read_text().strip().splitlines()
+    assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(epochs))
+    return metrics
+
+
 def run_cli(*args, cwd=None, env=None, timeout=600):
     """Run ``python -m mnist_vae ARGS`` in a fresh process; returns the CompletedProcess."""
     full_env = {**os.environ, **(env or {})}
@@ -70,3 +98,45 @@ def trained_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     metrics = train(tiny_config(epochs=2), out, verbose=0)
     return out, metrics
+
+
+@pytest.fixture
+def make_unwritable():
+    """Make a folder refuse new files, as a read-only or immutable folder does; undone after the test.
+
+    chmod is enough for an ordinary user; root ignores permission bits, so there the folder is
+    made immutable (chattr +i), which binds root too. Skips where neither is possible.
+    """
+    undo = []
+
+    def apply(folder):
+        folder = Path(folder)
+        if os.geteuid() != 0:
+            mode = folder.stat().st_mode
+            folder.chmod(0o555)
+            undo.append(lambda: folder.chmod(mode))
+        elif subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0:
+            undo.append(lambda: subprocess.run(["chattr", "-i", str(folder)], check=True))
+        else:
+            pytest.skip("cannot make a folder unwritable here (root without chattr)")
+        try:
+            (folder / ".probe").touch()
+        except OSError:
+            return folder
+        pytest.skip("the folder is still writable after chmod/chattr on this file system")
+
+    yield apply
+    for step in reversed(undo):
+        step()
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A fresh 3 MB tmpfs (root only; skipped elsewhere); unmounted after the test."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)

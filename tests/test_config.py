@@ -36,7 +36,7 @@ def test_json_round_trip(tmp_path):
 @pytest.mark.parametrize(
     "values, message",
     [
-        ({"latent_dim": 0}, "--latent-dim must be at least 1"),
+        ({"latent_dim": 0}, "--latent-dim must be between 1 and 1,024"),
         ({"epochs": "3"}, "--epochs must be int"),
         ({"learning_rate": 5.0}, "--learning-rate must be between 0 and 1"),
         ({"dataset": "cifar"}, "--dataset must be one of"),
@@ -71,12 +71,28 @@ def test_flags_override_a_config_file_which_overrides_defaults(tmp_path):
     assert (c.latent_dim, c.epochs, c.jit_compile, c.batch_size) == (4, 3, True, 128)
 
 
-def test_nonsense_flag_values_are_rejected_by_the_parser(capsys):
-    for argv in (["train", "--latent-dim", "two"], ["train", "--dataset", "cifar"], ["train", "--bogus"]):
-        with pytest.raises(SystemExit) as info:
-            build_parser().parse_args(argv)
-        assert info.value.code == 2
-    assert "invalid choice: 'cifar'" in capsys.readouterr().err
+def test_nonsense_flag_values_are_one_line_errors_with_exit_status_2(capsys):
+    from mnist_vae.cli import UsageError, main
+
+    cases = [
+        (["train", "--latent-dim", "two"], "vae train: error: argument --latent-dim: invalid int value: 'two'"),
+        (["train", "--dataset", "cifar"], "invalid choice: 'cifar'"),
+        (["train", "--bogus"], "vae: error: unrecognized arguments: --bogus"),
+        (["train", "a\nb\x1b[2J"], r"unrecognized arguments: a\nb\x1b[2J"),  # control characters escaped
+        (["train", "--seed", str(2**32)], "vae train: error: --seed must be between 0 and 4,294,967,295"),
+        (["train", "--seed", str(2**64)], "--seed must be between"),
+        (["train", "--grid-size", "100000"], "--grid-size must be between 2 and 100"),
+        (["train", "--limit", "9" * 5000], "argument --limit: invalid int value"),
+        (["fit"], "vae: error: argument {train,plot,evaluate}: invalid choice: 'fit'"),
+        ([], "vae: error: the following arguments are required: {train,plot,evaluate}"),
+    ]
+    with pytest.raises(UsageError):  # not SystemExit: main reports it like every other bad input
+        build_parser().parse_args(["train", "--latent-dim", "two"])
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert "--help" in err or "must be between" in err
 
 
 def test_presets_set_their_fields_and_flags_override_them():

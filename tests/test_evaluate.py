@@ -98,10 +98,14 @@ def test_evaluate_command_writes_evaluation_json(trained_run, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"k": 0}, "--iw-samples must be between 1 and 5000"),
-    ({"k": 6000}, "--iw-samples must be between 1 and 5000"),
-    ({"chunk_size": 0}, "--chunk-size must be at least 1"),
+    ({"k": 0}, "--iw-samples must be between 1 and 5,000"),
+    ({"k": 6000}, "--iw-samples must be between 1 and 5,000"),
+    ({"chunk_size": 0}, "--chunk-size must be between 1 and 5,000"),
     ({"split": "train"}, "--split must be one of"),
+    ({"limit": 0}, "--limit must be between 1 and"),
+    ({"seed": -5}, "--seed must be between 0 and 4,294,967,295"),
+    ({"seed": 2**64}, "--seed must be between 0 and 4,294,967,295"),
+    ({"batch_size": 1000, "chunk_size": 1000}, r"--batch-size x --chunk-size is at most 10,000"),
 ])
 def test_evaluate_rejects_bad_arguments_before_writing(trained_run, kwargs, message):
     from mnist_vae.errors import UserError

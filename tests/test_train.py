@@ -12,32 +12,11 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import REPO, run_cli, tiny_config
+from conftest import REPO, assert_complete_run, run_cli, tiny_config
 from mnist_vae.config import Config
 from mnist_vae.errors import UserError
 from mnist_vae.rundir import RunDir, load_model
 from mnist_vae.train import train
-
-PROMISED = [
-    "models/vae.keras", "models/encoder.keras", "models/decoder.keras", "checkpoint.keras",
-    "config.json", "metrics.json", "history.csv",
-    "plots/latent_scatter.png", "plots/manifold.png", "plots/reconstructions.png", "plots/samples.png",
-]
-
-
-def _assert_complete_run(out, epochs):
-    for name in PROMISED:
-        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
-    assert not (out / "backup").exists(), "the resume state is removed once the run is complete"
-    metrics = json.loads((out / "metrics.json").read_text())
-    for split in ("train", "validation", "test"):
-        terms = metrics[split]
-        assert np.isfinite(terms["loss"]) and terms["kl_loss"] >= 0
-        assert terms["loss"] == pytest.approx(terms["reconstruction_loss"] + terms["kl_loss"], rel=1e-4)
-    rows = (out / "history.csv").read_text().strip().splitlines()
-    assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(epochs))
-    return metrics
-
 
 @pytest.mark.slow
 def test_cli_train_writes_every_promised_file(tmp_path):
@@ -45,7 +24,7 @@ def test_cli_train_writes_every_promised_file(tmp_path):
     result = run_cli("train", "--limit", "512", "--epochs", "1", "--out", out, "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test loss" in result.stdout
-    metrics = _assert_complete_run(out, epochs=1)
+    metrics = assert_complete_run(out, epochs=1)
     assert metrics["units"].startswith("nats per image") and metrics["dataset"] == "mnist"
     assert Config.load(out / "config.json") == Config(limit=512, epochs=1)
     for name in ("vae", "encoder", "decoder"):
@@ -72,7 +51,7 @@ def test_cli_train_evaluate_and_plot_run_on_the_gpu_backends(backend, tmp_path):
                      "--precision", "mixed_bfloat16", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((out / "metrics.json").read_text())["precision"] == "mixed_bfloat16"
-    _assert_complete_run(out, epochs=1)
+    assert_complete_run(out, epochs=1)
     result = run_cli("evaluate", out, "--iw-samples", "4", "--limit", "10", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((out / "evaluation.json").read_text())["iw_samples"] == 4
@@ -105,7 +84,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert not (out / "metrics.json").exists() and (out / "backup" / "state.json").exists()
     train(config, out, resume=True, verbose=0)
 
-    _assert_complete_run(out, epochs=3)
+    assert_complete_run(out, epochs=3)
     # Same batches, same noise, same optimizer state: the resumed run ends exactly where the
     # straight one does (TF on CPU is deterministic for this model: two straight runs match bitwise).
     for a, b in zip(_weights_of(tmp_path / "straight/models/vae.keras"), _weights_of(out / "models/vae.keras")):
@@ -125,7 +104,7 @@ def test_a_damaged_newest_state_falls_back_to_the_previous_one(tmp_path):
     assert state["epoch"] == 2
     (out / "backup" / state["weights"]).write_bytes(b"half-written")
     train(config, out, resume=True, verbose=0)
-    _assert_complete_run(out, epochs=3)
+    assert_complete_run(out, epochs=3)
 
 
 @pytest.mark.slow
@@ -144,7 +123,7 @@ def test_a_killed_process_resumes_and_finishes(tmp_path):
     assert not (out / "metrics.json").exists(), "killed before finishing (the test needs a mid-run kill)"
     result = run_cli("train", "--resume", "--out", out, "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]
-    _assert_complete_run(out, epochs=12)
+    assert_complete_run(out, epochs=12)
 
 
 def test_existing_runs_are_never_clobbered_by_accident(trained_run, tmp_path):
@@ -172,13 +151,13 @@ def test_overwrite_replaces_only_the_run_outputs(trained_run, tmp_path):
     shutil.copytree(source, out)
     (out / "notes.txt").write_text("mine")
     train(tiny_config(), out, overwrite=True, verbose=0)
-    _assert_complete_run(out, epochs=1)
+    assert_complete_run(out, epochs=1)
     assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_cli_errors_are_one_line(tmp_path):
     for args, message in [
-        (["train", "--out", tmp_path / "a", "--latent-dim", "0"], "--latent-dim must be at least 1"),
+        (["train", "--out", tmp_path / "a", "--latent-dim", "0"], "--latent-dim must be between 1 and 1,024"),
         (["train", "--out", tmp_path / "b", "--resume"], "no run to resume"),
         (["train", "--out", tmp_path / "c", "--config", tmp_path / "missing.json"], "config file not found"),
         (["plot", tmp_path / "nothing"], "not a run directory"),
@@ -218,7 +197,7 @@ def test_main_py_trains_into_the_current_directory(tmp_path):
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    _assert_complete_run(tmp_path, epochs=1)
+    assert_complete_run(tmp_path, epochs=1)
 
 
 def test_a_start_that_fails_on_data_writes_nothing(tmp_path, monkeypatch):

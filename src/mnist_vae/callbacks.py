@@ -14,7 +14,7 @@ from mnist_vae import inference, plots
 from mnist_vae.data import from_model_input
 from mnist_vae.errors import UserError
 from mnist_vae.models import is_autoregressive
-from mnist_vae.rundir import replace_atomically, write_json_atomic
+from mnist_vae.rundir import replace_atomically, temporary_beside, write_json_atomic
 
 
 class EpochSync(keras.callbacks.Callback):
@@ -120,24 +120,37 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
-    """``ModelCheckpoint`` that writes a temporary file and renames it over the checkpoint.
+    """``ModelCheckpoint`` that writes a temporary file and renames it, and never saves a diverged model.
 
     Why: the stock callback saves in place, so a kill during the save destroys the best model
     found so far; with a rename the old checkpoint stays whole until the new one is complete.
+    And it takes the first epoch as the best whatever its score, NaN included: here an epoch whose
+    monitored value is not finite, or whose weights are not all finite, is never saved.
     """
+
+    def on_epoch_end(self, epoch, logs=None):
+        current = (logs or {}).get(self.monitor)
+        if current is None or not np.isfinite(current) or not all_weights_finite(self.model):
+            return
+        super().on_epoch_end(epoch, logs)
 
     def _save_model(self, epoch, batch, logs):
         final = self.filepath
-        tmp = str(Path(final).with_name(f".{Path(final).name}.{uuid.uuid4().hex[:8]}.tmp.keras"))
-        self.filepath = tmp
+        self.filepath = temporary_beside(final, ".keras")
+        tmp = self.filepath
         try:
             super()._save_model(epoch, batch, logs)
-            if os.path.exists(tmp):
+            if os.path.getsize(tmp):  # still empty when the stock logic chose not to save
                 os.replace(tmp, final)
         finally:
             self.filepath = final
             if os.path.exists(tmp):
                 os.remove(tmp)
+
+
+def all_weights_finite(model):
+    """Whether every weight of ``model`` is finite (a diverged step can leave NaN behind a finite loss)."""
+    return all(np.isfinite(w).all() for w in model.get_weights())
 
 
 class ResumableCSVLogger(keras.callbacks.CSVLogger):

@@ -2,6 +2,8 @@
 
 import argparse
 import dataclasses
+import errno
+import os
 import sys
 import types
 import typing
@@ -9,6 +11,24 @@ from pathlib import Path
 
 from mnist_vae.config import PRESETS, Config, field_docs
 from mnist_vae.errors import UserError
+
+
+class UsageError(UserError):
+    """A command line argparse could not parse; the message names the command to ask for --help."""
+
+    def __init__(self, prog, message):
+        super().__init__(f"{message} (see `{prog} --help`)")
+        self.prog = prog
+
+
+class Parser(argparse.ArgumentParser):
+    """``ArgumentParser`` whose errors are one line (not a usage block and the error) and exit 2.
+
+    It raises ``UsageError`` instead of exiting, so ``main`` reports it like every other bad input.
+    """
+
+    def error(self, message):
+        raise UsageError(self.prog, message)
 
 
 def _add_config_flags(parser):
@@ -43,7 +63,7 @@ RUN_DIR_HELP = "run directory written by `vae train`"
 
 def build_parser():
     """The argument parser of ``vae``."""
-    parser = argparse.ArgumentParser(prog="vae", description="Variational autoencoders on MNIST-family images.")
+    parser = Parser(prog="vae", description="Variational autoencoders on MNIST-family images.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,plot,evaluate}")
 
     train = sub.add_parser("train", help="train a VAE and write models, checkpoint, logs, plots, metrics")
@@ -112,21 +132,9 @@ def run_train(args):
 
 def run_plot(args):
     """``vae plot DIR``."""
-    from mnist_vae.data import load_splits
-    from mnist_vae.report import write_plots
-    from mnist_vae.rundir import RunDir, load_inference_models
+    from mnist_vae.report import plot_run
 
-    run = RunDir(args.dir)
-    config = run.load_config()
-    encoder, decoder = load_inference_models(run)
-    latent_dim = decoder.inputs[0].shape[-1]
-    if latent_dim >= 2 and (not all(0 <= d < latent_dim for d in args.dims) or args.dims[0] == args.dims[1]):
-        raise UserError(f"--dims must be two different latent dimensions in 0..{latent_dim - 1}, got {list(args.dims)}")
-    if args.grid_size is not None and args.grid_size < 2:
-        raise UserError(f"--grid-size must be at least 2, got {args.grid_size}")
-    splits = load_splits(config.dataset, config.validation_size, limit=1, data_dir=args.data_dir)
-    for path in write_plots(run, encoder, decoder, splits.test, splits.spec.class_names, config,
-                            dims=tuple(args.dims), grid_size=args.grid_size):
+    for path in plot_run(args.dir, dims=tuple(args.dims), grid_size=args.grid_size, data_dir=args.data_dir):
         print(path)
 
 
@@ -140,16 +148,51 @@ def run_evaluate(args):
     print(f"wrote {args.dir / 'evaluation.json'}")
 
 
+COMMANDS = {"train": run_train, "plot": run_plot, "evaluate": run_evaluate}
+
+
 def main(argv=None):
-    """Entry point of the ``vae`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``vae`` console script; returns the exit status.
+
+    Every failure the user can act on is one line on stderr and exit status 2: bad input
+    (``UserError``, argparse's errors included), a file system refusing a write (``OSError``) and
+    running out of memory. An interrupt exits 130. Anything else is a bug and keeps its traceback.
+    """
+    command, args = "vae", None
     try:
-        {"train": run_train, "plot": run_plot, "evaluate": run_evaluate}[args.command](args)
+        args = build_parser().parse_args(argv)
+        command = f"vae {args.command}"
+        COMMANDS[args.command](args)
+    except UsageError as e:
+        return _fail(e.prog, str(e))
     except UserError as e:
-        print(f"vae {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(command, str(e))
+    except OSError as e:
+        return _fail(command, _describe_os_error(e, args))
+    except MemoryError:
+        return _fail(command, "out of memory; try a smaller --batch-size (or --chunk-size for evaluate)")
     except KeyboardInterrupt:
-        print(f"vae {args.command}: interrupted; `vae train --resume --out DIR` continues a training run",
-              file=sys.stderr)
-        return 130
+        return _fail(command, "interrupted; `vae train --resume --out DIR` continues a training run", status=130,
+                     label="")
     return 0
+
+
+def _fail(command, message, status=2, label="error: "):
+    """Print ``command: error: message`` as one line (control characters in names escaped); return ``status``."""
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+    print(f"{command}: {label}{line}", file=sys.stderr)
+    return status
+
+
+def _describe_os_error(e, args):
+    """One line for an ``OSError`` from deep inside a library (h5py, zipfile, TensorBoard, matplotlib).
+
+    Those often carry no file name; the run folder the command works in is named instead.
+    """
+    run_dir = getattr(args, "out", None) or getattr(args, "dir", None)
+    where = os.fsdecode(e.filename) if e.filename else f"a file in {run_dir}" if run_dir else "a file"
+    reason = e.strerror or (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    hint = "free some space" if e.errno == errno.ENOSPC else "check the path and its permissions"
+    if getattr(args, "command", None) == "train":
+        hint += f", then `vae train --resume --out {run_dir}` continues from the last finished epoch"
+    return f"cannot write or read {where} ({reason}); {hint}"

@@ -5,6 +5,8 @@ import dataclasses
 import functools
 import inspect
 import json
+import os
+import stat
 import types
 import typing
 from pathlib import Path
@@ -55,29 +57,27 @@ class Config:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if not _type_matches(value, _field_types()[f.name]):
-                raise UserError(f"{_flag(f.name)} must be {_type_name(f.name)}, got {value!r}")
+                raise UserError(f"{_flag(f.name)} must be {_type_name(f.name)}, got {_short(value)}")
         checks = [
             ("dataset", self.dataset in DATASETS, f"one of {sorted(DATASETS)}"),
             ("binarize", self.binarize in BINARIZE, f"one of {list(BINARIZE)}"),
             ("architecture", self.architecture in ARCHITECTURES, f"one of {sorted(ARCHITECTURES)}"),
             ("lr_schedule", self.lr_schedule in LR_SCHEDULES, f"one of {list(LR_SCHEDULES)}"),
             ("precision", self.precision in ("auto", *PRECISIONS), f"one of {['auto', *PRECISIONS]}"),
-            ("latent_dim", self.latent_dim >= 1, "at least 1"),
-            ("epochs", self.epochs >= 1, "at least 1"),
-            ("batch_size", self.batch_size >= 1, "at least 1"),
             ("learning_rate", 0 < self.learning_rate < 1, "between 0 and 1"),
-            ("validation_size", self.validation_size >= 1, "at least 1"),
-            ("limit", self.limit is None or self.limit >= 1, "at least 1"),
-            ("seed", self.seed >= 0, "0 or more"),
-            ("steps_per_execution", self.steps_per_execution >= 1, "at least 1"),
-            ("grid_size", self.grid_size >= 2, "at least 2"),
+            *((name, self._in_bounds(name), f"between {lo:,} and {hi:,}") for name, (lo, hi) in BOUNDS.items()),
         ]
         for name, ok, expected in checks:
             if not ok:
-                raise UserError(f"{_flag(name)} must be {expected}, got {getattr(self, name)!r}")
+                raise UserError(f"{_flag(name)} must be {expected}, got {_short(getattr(self, name))}")
         if self.architecture in AUTOREGRESSIVE and self.binarize != "dynamic":
             raise UserError(f"--architecture {self.architecture} models binary pixels; add --binarize dynamic")
         return self
+
+    def _in_bounds(self, name):
+        value = getattr(self, name)
+        lo, hi = BOUNDS[name]
+        return value is None or lo <= value <= hi  # None: an optional field left unset
 
     def to_json(self):
         """Pretty JSON text of every field."""
@@ -90,20 +90,74 @@ class Config:
             raise UserError(f"{source}: expected a JSON object of config fields")
         unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise UserError(f"{source}: unknown config field(s) {unknown}; known: {sorted(field_docs())}")
+            shown = ", ".join(_short(name) for name in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+            raise UserError(f"{source}: unknown config field(s) {shown}; known: {', '.join(sorted(field_docs()))}")
         return cls(**values).validate()
 
     @classmethod
     def load(cls, path):
-        """Read and validate a ``config.json``."""
+        """Read and validate a ``config.json`` (a regular file of at most ``MAX_CONFIG_BYTES``)."""
         path = Path(path)
         try:
-            values = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise UserError(f"{path}: config file not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise UserError(f"{path}: not a readable JSON config ({e})") from None
+            values = json.loads(_read_config_text(path))
+        # JSONDecodeError is a ValueError, and so is an integer of more than 4,300 digits.
+        except ValueError as e:
+            raise UserError(f"{path}: not a readable JSON config ({_clip(str(e).split(';')[0], 120)})") from None
+        except RecursionError:
+            raise UserError(f"{path}: not a config: JSON nested too deeply (a config is one flat object)") from None
         return cls.from_dict(values, source=str(path))
+
+
+def _read_config_text(path):
+    """The text of a config file, refusing what is not a small regular UTF-8 file before reading it."""
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is then refused below.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise UserError(f"{path}: config file not found") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the config file ({e.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UserError(f"{path}: not a regular file; pass a JSON file of config fields")
+    with os.fdopen(fd, "rb") as f:
+        raw = f.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise UserError(f"{path}: larger than {MAX_CONFIG_BYTES:,} bytes, so not a config file")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a readable JSON config (not UTF-8 text)") from None
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; anything near this is not one
+
+# Inclusive bounds of the numeric fields (learning_rate: between 0 and 1): wide enough for any
+# real run, narrow enough that a typo cannot overflow the RNG seed (NumPy takes 32 bits) or ask
+# for 10^10 decoded images (grid_size 100,000).
+BOUNDS = {
+    "latent_dim": (1, 1024),
+    "epochs": (1, 100_000),
+    "batch_size": (1, 8192),
+    "validation_size": (1, 1_000_000),
+    "limit": (1, 100_000_000),
+    "seed": (0, 2**32 - 1),
+    "steps_per_execution": (1, 10_000),
+    "grid_size": (2, 100),
+}
+
+
+def _clip(text, limit=60):
+    """``text`` cut to ``limit`` characters, so a hostile value cannot flood a one-line error."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _short(value):
+    """A clipped ``repr`` (which itself fails for integers of more than 4,300 digits)."""
+    try:
+        return _clip(repr(value))
+    except ValueError:
+        return "an integer of more than 4,300 digits"
 
 
 # Learning-rate schedules by name (see train.make_optimizer).

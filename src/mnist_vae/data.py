@@ -47,23 +47,35 @@ class DataError(UserError):
     """A dataset file is missing, unreadable, corrupt or not what it should be."""
 
 
-def _read_bytes(path):
-    """Whole file content, gunzipped when it starts with the gzip magic number."""
+def _read_bytes(path, max_bytes=None):
+    """Whole file content, gunzipped when it starts with the gzip magic number.
+
+    With ``max_bytes``, content (raw, or after decompression) longer than that is refused as soon
+    as the limit is passed, so a small file that inflates to gigabytes never fills memory.
+    """
     path = Path(path)
+    limit = -1 if max_bytes is None else max_bytes + 1  # one byte more shows the content is too long
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            if f.read(2) == b"\x1f\x8b":
+                f.seek(0)
+                try:
+                    content = gzip.GzipFile(fileobj=f).read(limit)
+                except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+                    raise DataError(
+                        f"{path}: corrupt or truncated gzip data ({e}); delete it and fetch it again"
+                    ) from None
+            else:
+                f.seek(0)
+                content = f.read(limit)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror})") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (EOFError, OSError, zlib.error) as e:
-            raise DataError(
-                f"{path}: corrupt or truncated gzip data ({e}); delete it and fetch it again"
-            ) from None
-    return raw
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    if max_bytes is not None and len(content) > max_bytes:
+        raise DataError(f"{path}: holds more than the {max_bytes:,} bytes this file has; it is a different file or "
+                        "damaged: delete it and fetch it again")
+    return content
 
 
 def parse_idx(content, name="<bytes>", ndim=None):
@@ -85,6 +97,9 @@ def parse_idx(content, name="<bytes>", ndim=None):
         raise DataError(f"{name}: truncated IDX header")
     shape = struct.unpack(f">{dims}I", content[4:header])
     dtype = _IDX_DTYPES[code]
+    # NumPy refuses a shape whose non-zero sides alone exceed its index range, even with no data.
+    if math.prod(max(side, 1) for side in shape) * dtype.itemsize > np.iinfo(np.intp).max:
+        raise DataError(f"{name}: IDX header shape {shape} is larger than any array; not an MNIST-format file")
     expected = math.prod(shape) * dtype.itemsize
     actual = len(content) - header
     if actual != expected:
@@ -97,9 +112,12 @@ def parse_idx(content, name="<bytes>", ndim=None):
     return array.astype(dtype.newbyteorder("="), copy=False)
 
 
-def read_idx(path, ndim=None, sha256=None):
-    """Read a (possibly gzipped) IDX file; optionally verify the SHA-256 of its decompressed content."""
-    content = _read_bytes(path)
+def read_idx(path, ndim=None, sha256=None, max_bytes=None):
+    """Read a (possibly gzipped) IDX file; optionally verify the SHA-256 of its decompressed content.
+
+    ``max_bytes`` bounds the decompressed size (see ``_read_bytes``).
+    """
+    content = _read_bytes(path, max_bytes)
     if sha256 is not None:
         digest = hashlib.sha256(content).hexdigest()
         if digest != sha256:
@@ -117,17 +135,34 @@ class DatasetSpec:
     name: str
     files: dict  # split -> (images file, labels file), names without ".gz"
     sha256: dict  # file name -> SHA-256 of the decompressed content
+    sizes: dict  # file name -> bytes of the decompressed content: reading stops past it
     class_names: tuple
     packaged: str | None = None  # folder inside the package holding the files
     system_dirs: tuple = ()  # read-only system copies (Debian packages)
     install_hint: str = ""
     urls: tuple = ()  # base URLs to download "<file>.gz" from, tried in order
 
+    def file_names(self):
+        """The four IDX file names (without ".gz")."""
+        return [name for pair in self.files.values() for name in pair]
+
 
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+
+
+
+def _idx_sizes(n_train, n_test):
+    """Decompressed sizes of the four files: magic number, 4 bytes per dimension, uint8 data."""
+    return {
+        "train-images-idx3-ubyte": 16 + n_train * math.prod(IMAGE_SIDE),
+        "train-labels-idx1-ubyte": 8 + n_train,
+        "t10k-images-idx3-ubyte": 16 + n_test * math.prod(IMAGE_SIDE),
+        "t10k-labels-idx1-ubyte": 8 + n_test,
+    }
+
 
 # name -> spec; a new MNIST-format dataset is one entry here.
 DATASETS = {
@@ -140,6 +175,7 @@ DATASETS = {
             "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
             "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
         },
+        sizes=_idx_sizes(60_000, 10_000),
         class_names=tuple(str(d) for d in range(10)),
         packaged="datasets/mnist",
         install_hint="reinstall mnist-vae, which ships MNIST",
@@ -154,13 +190,16 @@ DATASETS = {
             "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
             "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
         },
+        sizes=_idx_sizes(60_000, 10_000),
         class_names=(
             "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
             "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
         ),
         system_dirs=("/usr/share/datasets/fashion-mnist",),
         install_hint="apt-get install dataset-fashion-mnist",
-        urls=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        # The mirror Keras' own loader uses, then the dataset's repository.
+        urls=("https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+              "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"),
     ),
 }
 
@@ -180,26 +219,39 @@ def default_cache_dir():
 
 
 def _find_file(folder, name):
-    """``folder/name.gz`` or ``folder/name``, whichever exists, else None."""
+    """``folder/name.gz`` or ``folder/name``, whichever is a regular file, else None."""
     for candidate in (Path(folder) / f"{name}.gz", Path(folder) / name):
         if candidate.is_file():
             return candidate
     return None
 
 
+def _why_missing(folder, name):
+    """Why ``_find_file(folder, name)`` found nothing, in a few words."""
+    for candidate in (Path(folder) / f"{name}.gz", Path(folder) / name):
+        if candidate.is_symlink() and not candidate.exists():
+            return f"{candidate.name} is a broken or looping symlink"
+        if candidate.exists():
+            return f"{candidate.name} is {'a folder' if candidate.is_dir() else 'not a regular file'}"
+    return f"{name}(.gz) is missing"
+
+
 def _has_all(folder, spec):
-    return all(_find_file(folder, f) for pair in spec.files.values() for f in pair)
+    return all(_find_file(folder, f) for f in spec.file_names())
 
 
-def candidate_dirs(spec, data_dir=None, cache_dir=None):
-    """Folders searched for the dataset, in order (the download cache last)."""
-    dirs = []
+def named_dir(data_dir=None):
+    """The folder the user named, --data-dir first, else $MNIST_VAE_DATA: (folder, how it was named) or None."""
     if data_dir:
-        if not Path(data_dir).is_dir():
-            raise DataError(f"--data-dir {data_dir}: no such folder")
-        dirs.append(Path(data_dir))
+        return Path(data_dir), f"--data-dir {data_dir}"
     if os.environ.get(ENV_DATA_DIR):
-        dirs.append(Path(os.environ[ENV_DATA_DIR]))
+        return Path(os.environ[ENV_DATA_DIR]), f"{ENV_DATA_DIR}={os.environ[ENV_DATA_DIR]}"
+    return None
+
+
+def default_dirs(spec, cache_dir=None):
+    """Folders searched when the user named none, in order (the download cache last)."""
+    dirs = []
     if spec.packaged:
         dirs.append(Path(str(importlib.resources.files("mnist_vae").joinpath(spec.packaged))))
     dirs.extend(Path(d) for d in spec.system_dirs)
@@ -208,8 +260,23 @@ def candidate_dirs(spec, data_dir=None, cache_dir=None):
 
 
 def locate(spec, data_dir=None, cache_dir=None, download=True, timeout=60):
-    """The first folder holding all four files of ``spec``, downloading them if allowed."""
-    dirs = candidate_dirs(spec, data_dir, cache_dir)
+    """The folder holding all four files of ``spec``.
+
+    A folder the user named (``data_dir``, else ``$MNIST_VAE_DATA``) is the only one looked at:
+    if it lacks a file, that is an error naming it, never a silent switch to another copy.
+    Otherwise the default folders are searched and, if allowed, the files downloaded.
+    """
+    named = named_dir(data_dir)
+    if named:
+        folder, how = named
+        if not folder.is_dir():
+            raise DataError(f"{how}: no such folder; name the folder that holds the {spec.name} IDX files")
+        problems = [_why_missing(folder, name) for name in spec.file_names() if not _find_file(folder, name)]
+        if problems:
+            raise DataError(f"{how} does not hold the {spec.name} dataset: {'; '.join(problems)}; put the four "
+                            "IDX files there (gzipped or not) or name another folder")
+        return folder
+    dirs = default_dirs(spec, cache_dir)
     for folder in dirs:
         if _has_all(folder, spec):
             return folder
@@ -240,7 +307,7 @@ def fetch(spec, target, urls, timeout=60):
             for base in urls:
                 url = base.rstrip("/") + f"/{name}.gz"
                 try:
-                    _download_verified(url, target / f"{name}.gz", spec.sha256.get(name), timeout)
+                    _download_verified(url, target / f"{name}.gz", spec.sha256.get(name), timeout, spec.sizes.get(name))
                     break
                 except (urllib.error.URLError, OSError, DataError) as e:
                     errors.append(f"{url}: {getattr(e, 'reason', e)}")
@@ -251,17 +318,33 @@ def fetch(spec, target, urls, timeout=60):
     return target
 
 
-def _download_verified(url, dest, sha256, timeout):
-    """Stream ``url`` to a temporary file beside ``dest``, check it, then rename into place."""
+def _download_verified(url, dest, sha256, timeout, max_bytes=None):
+    """Stream ``url`` to a temporary file beside ``dest``, check it, then rename into place.
+
+    With ``max_bytes`` (the decompressed size), a response longer than any gzip of that content
+    is cut off, so a wrong or hostile server cannot fill the disk.
+    """
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            shutil.copyfileobj(response, out)
-        read_idx(tmp, sha256=sha256)  # raises DataError on a corrupt or wrong file
+            _copy_at_most(response, out, None if max_bytes is None else max_bytes + _GZIP_SLACK, url)
+        read_idx(tmp, sha256=sha256, max_bytes=max_bytes)  # raises DataError on a corrupt or wrong file
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+_GZIP_SLACK = 1 << 20  # gzip never grows data by more than a few bytes per 16 kB block
+
+
+def _copy_at_most(source, target, limit, url):
+    copied = 0
+    while chunk := source.read(1 << 16):
+        copied += len(chunk)
+        if limit is not None and copied > limit:
+            raise DataError(f"{url}: more than {limit:,} bytes, larger than the file can be")
+        target.write(chunk)
 
 
 @dataclasses.dataclass
@@ -310,8 +393,9 @@ def from_model_input(x):
 def load_raw(spec, split, folder):
     """uint8 images (n, 28, 28) and labels (n,) of one split, checksums verified."""
     image_file, label_file = spec.files[split]
-    images = read_idx(_find_file(folder, image_file), ndim=3, sha256=spec.sha256.get(image_file))
-    labels = read_idx(_find_file(folder, label_file), ndim=1, sha256=spec.sha256.get(label_file))
+    images, labels = (read_idx(_find_file(folder, name), ndim=ndim, sha256=spec.sha256.get(name),
+                               max_bytes=spec.sizes.get(name))
+                      for name, ndim in ((image_file, 3), (label_file, 1)))
     if images.shape[1:] != IMAGE_SIDE or images.dtype != np.uint8:
         raise DataError(f"{folder}/{image_file}: expected uint8 28x28 images, found {images.dtype} {images.shape[1:]}")
     if len(images) != len(labels):

@@ -108,25 +108,53 @@ def bits_per_dim(nats, pixels=28 * 28):
 
 
 MAX_IW_SAMPLES = 5000
+# Images decoded at once (--batch-size x --chunk-size) at most: the default, 100 x 100, is what
+# every published evaluation here used; more would need gigabytes per decoder pass.
+MAX_DECODED_AT_ONCE = 10_000
 SPLITS = ("test", "validation")
 
 
-def evaluate_run(run_dir, split="test", k=1000, batch_size=100, chunk_size=100, limit=None, seed=0, data_dir=None):
-    """Evaluate a finished run on a held-out split; writes ``evaluation.json`` and returns its content."""
-    import time
-
-    from mnist_vae.data import HELD_OUT_BINARIZE_SEED, held_out_images, load_splits
+def check_arguments(split, k, batch_size, chunk_size, limit, seed):
+    """Raise ``UserError`` naming the first argument of ``evaluate_run`` out of its range."""
+    from mnist_vae.config import BOUNDS
     from mnist_vae.errors import UserError
-    from mnist_vae.rundir import RunDir, load_inference_models, write_json_atomic
 
     if split not in SPLITS:
         raise UserError(f"--split must be one of {list(SPLITS)}, got {split!r}")
-    if not 1 <= k <= MAX_IW_SAMPLES:
-        raise UserError(f"--iw-samples must be between 1 and {MAX_IW_SAMPLES}, got {k}")
-    for flag, value in (("--batch-size", batch_size), ("--chunk-size", chunk_size), ("--limit", limit or 1)):
-        if value < 1:
-            raise UserError(f"{flag} must be at least 1, got {value}")
+    ranges = [("--iw-samples", k, 1, MAX_IW_SAMPLES), ("--batch-size", batch_size, 1, MAX_DECODED_AT_ONCE),
+              ("--chunk-size", chunk_size, 1, MAX_IW_SAMPLES), ("--seed", seed, *BOUNDS["seed"])]
+    if limit is not None:
+        ranges.append(("--limit", limit, 1, BOUNDS["limit"][1]))
+    for flag, value, lo, hi in ranges:
+        if not lo <= value <= hi:
+            raise UserError(f"{flag} must be between {lo:,} and {hi:,}, got {value}")
+    if batch_size * min(chunk_size, k) > MAX_DECODED_AT_ONCE:
+        raise UserError(f"--batch-size x --chunk-size is at most {MAX_DECODED_AT_ONCE:,} images decoded at once, "
+                        f"got {batch_size} x {min(chunk_size, k)}; lower one of them")
+
+
+def evaluate_run(run_dir, split="test", k=1000, batch_size=100, chunk_size=100, limit=None, seed=0, data_dir=None):
+    """Evaluate a finished run on a held-out split; writes ``evaluation.json`` and returns its content.
+
+    Holds the run's lock, and checks that ``evaluation.json`` can be written before the long part.
+    """
+    from mnist_vae.rundir import RunDir, locked
+
+    check_arguments(split, k, batch_size, chunk_size, limit, seed)
     run = RunDir(run_dir)
+    run.load_config()  # a clear error for a folder that is not a run, before anything is written
+    with locked(run, "vae evaluate"):
+        run.check_writable()
+        run.check_free_space(1_000_000)
+        return _evaluate_locked(run, split, k, batch_size, chunk_size, limit, seed, data_dir)
+
+
+def _evaluate_locked(run, split, k, batch_size, chunk_size, limit, seed, data_dir):
+    import time
+
+    from mnist_vae.data import HELD_OUT_BINARIZE_SEED, held_out_images, load_splits
+    from mnist_vae.rundir import load_inference_models, write_json_atomic
+
     config = run.load_config()
     encoder, decoder = load_inference_models(run)
     splits = load_splits(config.dataset, config.validation_size, limit=1, data_dir=data_dir)
@@ -172,7 +200,7 @@ def evaluate_run(run_dir, split="test", k=1000, batch_size=100, chunk_size=100, 
         "kl_per_dimension": [float(v) for v in kl_dims.mean(axis=0)],
         "seconds": round(seconds, 1),
     }
-    write_json_atomic(run.root / "evaluation.json", result)
+    write_json_atomic(run.evaluation, result)
     return result
 
 

@@ -6,9 +6,11 @@ import numpy as np
 
 from mnist_vae import inference, plots
 from mnist_vae.data import from_model_input, held_out_images
-from mnist_vae.rundir import replace_atomically
+from mnist_vae.errors import UserError
+from mnist_vae.rundir import RunDir, load_inference_models, locked, replace_atomically
 
-PLOT_FILES = ("latent_scatter.png", "manifold.png", "reconstructions.png", "samples.png")
+# Free space ``write_plots`` asks for: the four PNGs take well under 1 MB at the largest grid.
+PLOT_BYTES = 10_000_000
 
 
 def build_figures(encoder, decoder, test, class_names, seed=0, grid_size=20, dims=(0, 1), n_examples=10):
@@ -54,3 +56,25 @@ def write_plots(run, encoder, decoder, test, class_names, config, dims=(0, 1), g
         replace_atomically(lambda tmp, fig=fig: fig.savefig(tmp, dpi=110, format="png"), path, suffix=".png")
         paths.append(path)
     return paths
+
+
+def plot_run(run_dir, dims=(0, 1), grid_size=None, data_dir=None):
+    """``vae plot``: redraw a finished run's PNGs under its lock; returns the paths written."""
+    from mnist_vae.config import BOUNDS
+    from mnist_vae.data import load_splits
+
+    run = RunDir(run_dir)
+    config = run.load_config()
+    lo, hi = BOUNDS["grid_size"]
+    if grid_size is not None and not lo <= grid_size <= hi:
+        raise UserError(f"--grid-size must be between {lo} and {hi}, got {grid_size}")
+    with locked(run, "vae plot"):
+        encoder, decoder = load_inference_models(run)
+        latent_dim = decoder.inputs[0].shape[-1]
+        if latent_dim >= 2 and (not all(0 <= d < latent_dim for d in dims) or dims[0] == dims[1]):
+            raise UserError(f"--dims must be two different latent dimensions in 0..{latent_dim - 1}, got {list(dims)}")
+        run.check_writable()
+        run.check_free_space(PLOT_BYTES)
+        splits = load_splits(config.dataset, config.validation_size, limit=1, data_dir=data_dir)
+        return write_plots(run, encoder, decoder, splits.test, splits.spec.class_names, config, dims=dims,
+                           grid_size=grid_size)

@@ -1,8 +1,15 @@
-"""The layout of a run directory, atomic writes into it, and loading what it holds."""
+"""The layout of a run directory, atomic writes into it, its lock, and loading what it holds.
 
+Every file a command writes into a run directory is named here, so ``--overwrite`` can delete
+exactly those (by name) and the next start can recognise a killed process's temporary files.
+"""
+
+import contextlib
 import dataclasses
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -12,10 +19,33 @@ import keras
 
 from mnist_vae.errors import UserError
 
+try:  # POSIX advisory locks; elsewhere runs are not locked (documented in the README)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+# What each command writes, by folder. Names only: a file the user put beside them is never ours.
+ROOT_FILES = ("checkpoint.keras", "config.json", "metrics.json", "history.csv", "evaluation.json")
+MODEL_FILES = ("vae.keras", "encoder.keras", "decoder.keras")
+PLOT_FILES = ("latent_scatter.png", "manifold.png", "reconstructions.png", "samples.png")
+TENSORBOARD_DIRS = ("train", "validation", "images")  # Keras' TensorBoard callback, then ours
+LOCK_FILE = ".vae.lock"
+# TensorFlow's event files: events.out.tfevents.<time>.<host>.<pid>.<n>.v2
+_EVENT_FILE = re.compile(r"events\.out\.tfevents\.\d+\.\S+")
+# The resume state (callbacks.AtomicBackupAndRestore): a pointer, its previous copy, weights.
+_BACKUP_FILE = re.compile(r"state\.json(\.bkp)?|epoch-\d+-[0-9a-f]{8}\.weights\.h5")
+# Temporary files: ".<final name>.<8 random characters>.tmp<suffix>" (see temporary_beside).
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)*")
+_PROBE = "write-probe"  # the name behind check_writable's temporary files
+
+# Space a training run needs besides its weights (see training_bytes).
+_BASE_BYTES = 20_000_000
+_BYTES_PER_EPOCH = 300_000
+
 
 @dataclasses.dataclass(frozen=True)
 class RunDir:
-    """Paths of everything ``vae train`` writes under ``--out``."""
+    """Paths of everything ``vae train``, ``evaluate`` and ``plot`` write under a run directory."""
 
     root: Path
 
@@ -32,9 +62,12 @@ class RunDir:
     config = property(lambda self: self.root / "config.json")
     metrics = property(lambda self: self.root / "metrics.json")
     history = property(lambda self: self.root / "history.csv")
+    evaluation = property(lambda self: self.root / "evaluation.json")
+    lock_file = property(lambda self: self.root / LOCK_FILE)
     # Last-epoch training state (weights, optimizer, RNG, epoch) for --resume; removed once
     # every final file is written.
     backup = property(lambda self: self.root / "backup")
+    resume_state = property(lambda self: self.backup / "state.json")  # see callbacks.AtomicBackupAndRestore
 
     def load_config(self):
         """The run's validated ``Config``, or a clear error when this is not a run directory."""
@@ -44,27 +77,202 @@ class RunDir:
             raise UserError(f"{self.root}: not a run directory (no config.json); train one with `vae train --out DIR`")
         return Config.load(self.config)
 
-    def outputs(self):
-        """Every path ``vae train`` creates, for --overwrite to clear."""
-        return [self.models, self.checkpoint, self.logs, self.plots, self.config,
-                self.metrics, self.history, self.backup]
+    def _owned_names(self):
+        """Folder -> predicate on a file name: does some command of ours write that name there?"""
+        return {
+            self.root: ROOT_FILES.__contains__,
+            self.models: MODEL_FILES.__contains__,
+            self.plots: PLOT_FILES.__contains__,
+            self.backup: _BACKUP_FILE.fullmatch,
+            **{self.logs / sub: _EVENT_FILE.fullmatch for sub in TENSORBOARD_DIRS},
+        }
 
-    def existing_outputs(self):
-        """The outputs already present."""
-        return [p for p in self.outputs() if p.exists()]
+    def _folders(self):
+        """The run's own folders, deepest first (so emptied ones can be removed in order)."""
+        return [*(self.logs / sub for sub in TENSORBOARD_DIRS), self.logs, self.models, self.plots, self.backup]
+
+    def output_files(self):
+        """The files present that a run wrote (found by name), not counting temporaries."""
+        return [path for folder, owned in self._owned_names().items()
+                for path in _files_in(folder) if owned(path.name)]
+
+    def temporaries(self):
+        """Temporary files a killed process left behind (only ever ours: see ``temporary_beside``)."""
+        found = []
+        for folder, owned in self._owned_names().items():
+            for path in _files_in(folder):
+                match = _TEMPORARY.fullmatch(path.name)
+                if match and (owned(match["name"]) or match["name"] == _PROBE):
+                    found.append(path)
+        return found
+
+    def remove_temporaries(self):
+        """Delete what ``temporaries`` lists; call it only while holding the run's lock."""
+        for path in self.temporaries():
+            path.unlink(missing_ok=True)
 
     def clear(self):
-        """Delete this run's own outputs (and nothing else in the folder)."""
-        for path in self.existing_outputs():
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+        """Delete the run's own files by name, then its folders that are left empty.
+
+        Returns what is left in the run's folders (files and folders the user put there), as
+        paths relative to the run directory; nothing outside the run's folders is looked at.
+        """
+        for path in self.output_files() + self.temporaries():
+            path.unlink(missing_ok=True)
+        for folder in self._folders():
+            if folder.is_dir() and not folder.is_symlink():
+                with contextlib.suppress(OSError):  # not empty: the user's files stay
+                    folder.rmdir()
+        ours = set(self._folders())
+        left = []
+        for folder in (self.models, self.plots, self.logs, self.backup, *(self.logs / s for s in TENSORBOARD_DIRS)):
+            left.extend(p.relative_to(self.root) for p in _entries(folder) if p not in ours)
+        return sorted(left)
+
+    def remove_backup(self):
+        """Delete the resume state (files by name), and its folder if nothing else is in it."""
+        owned = self._owned_names()[self.backup]
+        for path in _files_in(self.backup):
+            if owned(path.name):
+                path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.backup.rmdir()
+
+    def check_writable(self):
+        """Raise ``UserError`` unless new files can be created in the root and in each existing run folder."""
+        for folder in [self.root, *self._folders()]:
+            if folder.is_dir():
+                try:
+                    os.remove(temporary_beside(folder / _PROBE))
+                except OSError as e:
+                    raise UserError(f"cannot write in {folder} ({e.strerror}); make it writable or choose another "
+                                    "run folder") from None
+
+    def check_free_space(self, needed):
+        """Raise ``UserError`` unless the run's file system has ``needed`` bytes free."""
+        free = shutil.disk_usage(self.root).free
+        if free < needed:
+            raise UserError(f"{self.root}: only {free / 1e6:.1f} MB free on its file system and this needs about "
+                            f"{needed / 1e6:.0f} MB; free some space or choose another run folder")
 
 
-def _temporary_beside(path, suffix):
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.", suffix=suffix)
-    os.close(fd)
+def training_bytes(model_bytes, epochs):
+    """Disk space a training run may need at its peak, for weights of ``model_bytes`` bytes.
+
+    Up to eleven copies of the weights exist at once (vae.keras and checkpoint.keras with the
+    optimizer's two slots each, two resume states, a temporary file, the two halves), plus plots,
+    TensorBoard pictures (about 0.1 MB per epoch for the seed model), JSON and CSV.
+    """
+    return 11 * model_bytes + _BASE_BYTES + _BYTES_PER_EPOCH * epochs
+
+
+def _entries(folder):
+    """The entries of a real folder (not followed through a symlink), or none."""
+    try:
+        return sorted(folder.iterdir()) if folder.is_dir() else []
+    except OSError:
+        return []
+
+
+def _files_in(folder):
+    """Regular files and symlinks directly in ``folder`` (never sub-folders)."""
+    return [p for p in _entries(folder) if p.is_symlink() or not p.is_dir()]
+
+
+@contextlib.contextmanager
+def locked(run, command, create=False):
+    """Hold ``run``'s lock for the block: a second process on the same folder fails at once.
+
+    The lock is ``flock`` on ``<run>/.vae.lock``: the kernel drops it when its holder dies, so a
+    file left by a killed process is simply taken over. While it is held, temporary files in the
+    run's folders can only be orphans, and are removed. With ``create``, a missing run folder is
+    made; if the block fails, the folders made here are removed again when they are still empty.
+    """
+    root = run.root
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{root} is a file, not a folder; choose a folder for the run")
+    made = _make_folders(root) if create else []
+    try:
+        fd = _acquire(run.lock_file, command)
+        try:
+            run.remove_temporaries()
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(run.lock_file)  # while still holding it: see _acquire
+            os.close(fd)
+    except BaseException:
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only succeeds when empty: a failed start leaves no trace
+        raise
+
+
+def _make_folders(root):
+    """Create ``root`` and missing parents; returns the folders created, outermost first."""
+    missing = []
+    path = Path(os.path.abspath(root))
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the run folder {root} ({e.strerror}); choose another one") from None
+    return list(reversed(missing))
+
+
+def _acquire(path, command):
+    """Open and ``flock`` the lock file; returns its descriptor, or raises ``UserError`` if it is held."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise UserError(f"cannot write in {path.parent} ({e.strerror}); make it writable or choose another "
+                            "run folder") from None
+        if fcntl is None:
+            return fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = _read_holder(fd)
+            os.close(fd)
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise UserError(f"cannot lock {path} ({e.strerror})") from None
+            raise UserError(f"{path.parent} is in use by another vae process ({holder}); wait for it to end or "
+                            "stop it") from None
+        # Its previous holder unlinks the file before letting go, so a lock on an inode that is no
+        # longer at ``path`` is worthless: open the new file and try again.
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps({"pid": os.getpid(), "command": command}).encode())
+    return fd
+
+
+def _read_holder(fd):
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0))
+        return f"pid {int(holder['pid'])}, `{str(holder['command'])[:80]}`"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "pid unknown"
+
+
+def temporary_beside(path, suffix=""):
+    """Create an empty ``.<name>.<random>.tmp<suffix>`` file beside ``path``; returns its path.
+
+    The name pattern is what ``RunDir.temporaries`` recognises as an orphan after a kill.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; the renamed file gets the usual mode
+    finally:
+        os.close(fd)
     return tmp
 
 
@@ -78,12 +286,11 @@ def replace_atomically(write, path, suffix=""):
     """Call ``write(tmp_path)`` then rename over ``path``, so readers never see a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_beside(path, suffix or "".join(path.suffixes))
+    tmp = temporary_beside(path, suffix or "".join(path.suffixes))
     try:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

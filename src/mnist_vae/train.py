@@ -2,7 +2,7 @@
 
 import dataclasses
 import math
-import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from mnist_vae.data import ImageBatches, held_out_images, load_splits
 from mnist_vae.errors import UserError
 from mnist_vae.evaluate import evaluate_losses
 from mnist_vae.models import build_vae, set_precision
-from mnist_vae.rundir import RunDir, save_model_atomic, write_json_atomic, write_text_atomic
+from mnist_vae.rundir import RunDir, locked, save_model_atomic, training_bytes, write_json_atomic, write_text_atomic
 
 UNITS = "nats per image, summed over the original 28x28 pixels"
 EVAL_BATCH_SIZE = 500
@@ -35,8 +35,6 @@ class EpochTimer(keras.callbacks.Callback):
 
 def check_run_dir(run, config, resume, overwrite):
     """Refuse, before anything is written, a run directory that cannot be used as asked."""
-    if resume and overwrite:
-        raise UserError("--resume and --overwrite contradict each other; pass one")
     if resume:
         if not run.config.exists():
             raise UserError(f"{run.root}: no run to resume (no config.json); start one without --resume")
@@ -48,10 +46,10 @@ def check_run_dir(run, config, resume, overwrite):
                 f"{run.root}: --resume continues the saved run, whose {', '.join(changed)} differ from the "
                 "ones given; drop those flags (only --epochs may change) or train into a new --out"
             )
-        if run.metrics.exists() and not run.backup.exists():
+        if run.metrics.exists() and not run.resume_state.exists():
             raise UserError(f"{run.root}: this run already finished; train a new one with another --out")
-    elif run.existing_outputs() and not overwrite:
-        names = ", ".join(p.name for p in run.existing_outputs())
+    elif run.output_files() and not overwrite:
+        names = ", ".join(sorted({p.relative_to(run.root).parts[0] for p in run.output_files()}))
         raise UserError(
             f"{run.root} already holds a run ({names}); pass --resume to continue it, "
             "--overwrite to replace it, or choose another --out"
@@ -59,25 +57,40 @@ def check_run_dir(run, config, resume, overwrite):
 
 
 def start_run_dir(run, config, resume):
-    """Clear a replaced run's outputs (never for --resume) and write ``config.json``."""
+    """Clear a replaced run's files (never for --resume), naming what is kept, and write ``config.json``."""
     if not resume:
-        run.clear()
-    run.root.mkdir(parents=True, exist_ok=True)
+        kept = [str(p) for p in run.clear()]
+        if kept:
+            shown = ", ".join(kept[:8]) + (f" and {len(kept) - 8} more" if len(kept) > 8 else "")
+            print(f"vae train: kept {len(kept)} entries in {run.root} that no run wrote: {shown}", file=sys.stderr)
     write_text_atomic(run.config, config.to_json())
 
 
 def train(config, out=".", resume=False, overwrite=False, data_dir=None, verbose="auto", callbacks=()):
-    """Train a VAE as ``config`` says and write every output under ``out``; returns the metrics dict."""
+    """Train a VAE as ``config`` says and write every output under ``out``; returns the metrics dict.
+
+    The run folder is locked for the whole call (a second process on it fails at once), and
+    nothing in it is written before the data, the folder's permissions and its free space check out.
+    """
     config = config.validate()
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other; pass one")
     run = RunDir(out)
-    check_run_dir(run, config, resume, overwrite)
+    with locked(run, "vae train", create=True):
+        check_run_dir(run, config, resume, overwrite)
+        return _train_locked(run, config, resume, data_dir, verbose, callbacks)
+
+
+def _train_locked(run, config, resume, data_dir, verbose, callbacks):
     keras.utils.set_random_seed(config.seed)
     # Data problems surface before anything is written, so a failed start leaves no half run.
     splits = load_splits(config.dataset, config.validation_size, config.limit, data_dir=data_dir)
-    start_run_dir(run, config, resume)
     precision = resolve_precision(config.precision)
     vae = build_vae(splits.train.images.shape[1:], config.latent_dim, config.architecture, seed=config.seed,
                     precision=precision)
+    run.check_writable()
+    run.check_free_space(training_bytes(4 * vae.count_params(), config.epochs))
+    start_run_dir(run, config, resume)
     train_batches = ImageBatches(splits.train.images, config.batch_size, shuffle=True, seed=config.seed,
                                  binarize=config.binarize == "dynamic")
     # Evaluation inputs: under --binarize dynamic, each split binarised once with a fixed seed.
@@ -119,12 +132,10 @@ def train(config, out=".", resume=False, overwrite=False, data_dir=None, verbose
         shuffle=False,
     )
     seconds = time.perf_counter() - start
-    losses = history.history.get("loss", [])
-    if losses and not math.isfinite(losses[-1]):
-        raise UserError(
-            f"training diverged (loss {losses[-1]}) at epoch {history.epoch[-1] + 1}; "
-            f"{run.checkpoint} keeps the best model so far; try a lower --learning-rate"
-        )
+    last = {name: values[-1] for name, values in history.history.items() if values}
+    diverged = {name: last[name] for name in ("loss", "val_loss") if name in last and not math.isfinite(last[name])}
+    if diverged:
+        raise UserError(_divergence_message(run, checkpoint.best, history.epoch[-1] + 1, diverged))
 
     run.models.mkdir(parents=True, exist_ok=True)
     save_model_atomic(vae, run.vae)
@@ -147,8 +158,17 @@ def train(config, out=".", resume=False, overwrite=False, data_dir=None, verbose
     write_json_atomic(run.metrics, metrics)
     report.write_plots(run, vae.encoder, vae.decoder, splits.test, splits.spec.class_names, config)
     # Only now is everything written: the resume state is no longer needed.
-    shutil.rmtree(run.backup, ignore_errors=True)
+    run.remove_backup()
     return metrics
+
+
+def _divergence_message(run, best, epoch, diverged):
+    what = ", ".join(f"{name} {value}" for name, value in diverged.items())
+    if best is not None and math.isfinite(best) and run.checkpoint.exists():
+        kept = f"{run.checkpoint} keeps the best model so far (validation loss {best:.2f})"
+    else:
+        kept = "no epoch ended with a finite loss, so there is no good checkpoint"
+    return f"training diverged ({what}) in epoch {epoch}; {kept}; try a lower --learning-rate"
 
 
 def make_optimizer(config, steps_per_epoch):
