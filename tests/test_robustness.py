@@ -151,9 +151,10 @@ class _PoisonWeights(keras.callbacks.Callback):
 def test_a_run_that_diverges_in_its_first_epoch_leaves_no_checkpoint(tmp_path):
     out = tmp_path / "run"
     # The case: Adam at 0.99 diverges within the first epoch (NaN loss in batch ~15).
-    config = tiny_config(learning_rate=0.99, limit=4096, batch_size=128, epochs=2)
-    with pytest.raises(UserError, match="no epoch ended with a finite loss, so there is no good checkpoint"):
-        train(config, out, verbose=0)
+    result = run_cli("train", "--out", out, "--learning-rate", "0.99", "--limit", "4096", "--epochs", "2",
+                     "--validation-size", "500", "--quiet")
+    _assert_one_line(result.returncode, result.stderr,
+                     "no epoch ended with a finite loss, so there is no good checkpoint")
     assert not (out / "checkpoint.keras").exists()
     assert not list(out.rglob("*.tmp*")), "no temporary file left behind"
     with pytest.raises(UserError, match="no good checkpoint"):
@@ -419,3 +420,10 @@ def test_orphaned_temporaries_are_removed_when_the_run_is_next_locked(trained_ru
         pass
     assert not any(os.path.exists(p) for p in orphans)
     assert all(p.read_text() == "mine" for p in look_alikes)
+
+
+def test_every_file_a_run_writes_is_known_by_name(trained_run):
+    out, _ = trained_run
+    written = sorted(p for p in out.rglob("*") if p.is_file())
+    assert any(p.name.startswith("events.out.tfevents") for p in written) and (out / "plots").is_dir()
+    assert sorted(RunDir(out).output_files()) == written, "--overwrite must recognise each of them"

@@ -109,21 +109,32 @@ def test_a_damaged_newest_state_falls_back_to_the_previous_one(tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_process_resumes_and_finishes(tmp_path):
+    from mnist_vae.rundir import RunDir, temporary_beside
+
     out = tmp_path / "run"
     args = [sys.executable, "-m", "mnist_vae", "train", "--out", str(out), "--limit", "256",
-            "--validation-size", "200", "--batch-size", "64", "--epochs", "12", "--grid-size", "3", "--quiet"]
+            "--validation-size", "200", "--batch-size", "64", "--epochs", "30", "--grid-size", "3", "--quiet"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = out / "backup" / "state.json"
     deadline = time.time() + 240
     while not state.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
+    # A second process on the same folder while the first trains: refused at once, one line.
+    second = run_cli("train", "--resume", "--out", out, "--quiet")
+    assert proc.poll() is None, "the first run was still training during the second's attempt"
+    assert second.returncode == 2 and f"in use by another vae process (pid {proc.pid}" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1, second.stderr
     os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up: a hard kill mid-training
     proc.wait()
     assert state.exists(), "a state was saved before the kill"
     assert not (out / "metrics.json").exists(), "killed before finishing (the test needs a mid-run kill)"
+    assert (out / ".vae.lock").exists(), "the killed process left its lock file"
+    run = RunDir(out)
+    orphans = [temporary_beside(run.checkpoint, ".keras"), temporary_beside(run.history, ".csv")]  # as a kill mid-save
     result = run_cli("train", "--resume", "--out", out, "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert_complete_run(out, epochs=12)
+    assert_complete_run(out, epochs=30)
+    assert not any(os.path.exists(p) for p in orphans) and not run.temporaries()
 
 
 def test_existing_runs_are_never_clobbered_by_accident(trained_run, tmp_path):

@@ -153,7 +153,6 @@ _IDX_FILES = {
 }
 
 
-
 def _idx_sizes(n_train, n_test):
     """Decompressed sizes of the four files: magic number, 4 bytes per dimension, uint8 data."""
     return {
@@ -270,7 +269,8 @@ def locate(spec, data_dir=None, cache_dir=None, download=True, timeout=60):
     if named:
         folder, how = named
         if not folder.is_dir():
-            raise DataError(f"{how}: no such folder; name the folder that holds the {spec.name} IDX files")
+            what = "not a folder" if folder.exists() else "no such folder"
+            raise DataError(f"{how}: {what}; name the folder that holds the {spec.name} IDX files")
         problems = [_why_missing(folder, name) for name in spec.file_names() if not _find_file(folder, name)]
         if problems:
             raise DataError(f"{how} does not hold the {spec.name} dataset: {'; '.join(problems)}; put the four "

@@ -142,20 +142,19 @@ def evaluate_run(run_dir, split="test", k=1000, batch_size=100, chunk_size=100, 
 
     check_arguments(split, k, batch_size, chunk_size, limit, seed)
     run = RunDir(run_dir)
-    run.load_config()  # a clear error for a folder that is not a run, before anything is written
+    config = run.load_config()  # a clear error for a folder that is not a run, before anything is written
     with locked(run, "vae evaluate"):
         run.check_writable()
         run.check_free_space(1_000_000)
-        return _evaluate_locked(run, split, k, batch_size, chunk_size, limit, seed, data_dir)
+        return _evaluate_locked(run, config, split, k, batch_size, chunk_size, limit, seed, data_dir)
 
 
-def _evaluate_locked(run, split, k, batch_size, chunk_size, limit, seed, data_dir):
+def _evaluate_locked(run, config, split, k, batch_size, chunk_size, limit, seed, data_dir):
     import time
 
     from mnist_vae.data import HELD_OUT_BINARIZE_SEED, held_out_images, load_splits
     from mnist_vae.rundir import load_inference_models, write_json_atomic
 
-    config = run.load_config()
     encoder, decoder = load_inference_models(run)
     splits = load_splits(config.dataset, config.validation_size, limit=1, data_dir=data_dir)
     chosen = getattr(splits, split)

@@ -159,11 +159,11 @@ class RunDir:
 def training_bytes(model_bytes, epochs):
     """Disk space a training run may need at its peak, for weights of ``model_bytes`` bytes.
 
-    Up to eleven copies of the weights exist at once (vae.keras and checkpoint.keras with the
-    optimizer's two slots each, two resume states, a temporary file, the two halves), plus plots,
-    TensorBoard pictures (about 0.1 MB per epoch for the seed model), JSON and CSV.
+    Five files hold the weights with Adam's two slots (three times the weights) at once:
+    vae.keras, checkpoint.keras, two resume states and one temporary file being renamed into
+    place; the two halves hold them once more. Then plots, TensorBoard pictures, JSON and CSV.
     """
-    return 11 * model_bytes + _BASE_BYTES + _BYTES_PER_EPOCH * epochs
+    return 16 * model_bytes + _BASE_BYTES + _BYTES_PER_EPOCH * epochs
 
 
 def _entries(folder):
