@@ -32,6 +32,7 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
 
 
 def _tried_enough(seen):
+    print(f"{len(seen)} inputs tried")  # shown with pytest -s
     assert len(seen) >= EXAMPLES * 0.9, f"only {len(seen)} inputs tried"
 
 

@@ -290,12 +290,16 @@ def test_training_on_a_nearly_full_file_system_stops_before_writing(small_filesy
     assert list(small_filesystem.iterdir()) == [], "nothing written, the run folder made here removed again"
 
 
-def test_os_errors_without_a_file_name_name_the_run_folder():
+def test_os_errors_without_a_file_name_name_the_run_folder(tmp_path):
     error = OSError(28, "No space left on device")
-    args = cli.build_parser().parse_args(["train", "--out", "some/run"])
+    out = tmp_path / "run"
+    args = cli.build_parser().parse_args(["train", "--out", str(out)])
     line = cli._describe_os_error(error, args)
-    assert "a file in some/run (No space left on device); free some space" in line
-    assert "`vae train --resume --out some/run`" in line
+    assert f"a file in {out} (No space left on device); free some space" in line
+    assert "--resume" not in line, "nothing to resume yet"
+    (out / "backup").mkdir(parents=True)
+    (out / "backup" / "state.json").write_text("{}")
+    assert f"then `vae train --resume --out {out}` continues" in cli._describe_os_error(error, args)
 
 
 # 5. Decompression stops at each file's known size.

@@ -148,6 +148,15 @@ def run_evaluate(args):
     print(f"wrote {args.dir / 'evaluation.json'}")
 
 
+def _has_resume_state(run_dir):
+    from mnist_vae.rundir import RunDir
+
+    try:
+        return RunDir(run_dir).resume_state.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 COMMANDS = {"train": run_train, "plot": run_plot, "evaluate": run_evaluate}
 
 
@@ -193,6 +202,6 @@ def _describe_os_error(e, args):
     where = os.fsdecode(e.filename) if e.filename else f"a file in {run_dir}" if run_dir else "a file"
     reason = e.strerror or (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
     hint = "free some space" if e.errno == errno.ENOSPC else "check the path and its permissions"
-    if getattr(args, "command", None) == "train":
+    if getattr(args, "command", None) == "train" and _has_resume_state(run_dir):
         hint += f", then `vae train --resume --out {run_dir}` continues from the last finished epoch"
     return f"cannot write or read {where} ({reason}); {hint}"
