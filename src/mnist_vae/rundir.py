@@ -124,10 +124,7 @@ class RunDir:
                 with contextlib.suppress(OSError):  # not empty: the user's files stay
                     folder.rmdir()
         ours = set(self._folders())
-        left = []
-        for folder in (self.models, self.plots, self.logs, self.backup, *(self.logs / s for s in TENSORBOARD_DIRS)):
-            left.extend(p.relative_to(self.root) for p in _entries(folder) if p not in ours)
-        return sorted(left)
+        return sorted(p.relative_to(self.root) for folder in ours for p in _entries(folder) if p not in ours)
 
     def remove_backup(self):
         """Delete the resume state (files by name), and its folder if nothing else is in it."""
@@ -167,7 +164,7 @@ def training_bytes(model_bytes, epochs):
 
 
 def _entries(folder):
-    """The entries of a real folder (not followed through a symlink), or none."""
+    """The entries of a folder, or none when it is missing or unreadable."""
     try:
         return sorted(folder.iterdir()) if folder.is_dir() else []
     except OSError:
