@@ -256,30 +256,18 @@ def test_bad_command_lines_are_one_line_and_touch_nothing(trained_run, tmp_path,
 
 # 4b. Folders that cannot be written, and a full disk, are found before the long work starts.
 
-def test_an_unwritable_run_folder_is_refused_before_evaluating(trained_run, tmp_path, capfd, make_unwritable):
+@pytest.mark.parametrize("folder, argv", [
+    ("", ["evaluate", "{run}", "--iw-samples", "2"]),  # before evaluating
+    ("plots", ["plot", "{run}"]),  # before drawing
+    ("models", ["train", "--out", "{run}", "--overwrite", "--limit", "64", "--epochs", "1"]),  # before deleting
+])
+def test_an_unwritable_folder_is_refused_before_the_work_starts(trained_run, tmp_path, capfd, make_unwritable,
+                                                                 folder, argv):
     run = _copy_run(trained_run, tmp_path)
     before = _snapshot(run)
-    make_unwritable(run)
-    status, err = _main(capfd, "evaluate", run, "--iw-samples", "2")
-    _assert_one_line(status, err, f"cannot write in {run}")
-    assert _snapshot(run) == before
-
-
-def test_an_unwritable_plots_folder_is_refused_before_drawing(trained_run, tmp_path, capfd, make_unwritable):
-    run = _copy_run(trained_run, tmp_path)
-    before = _snapshot(run)
-    make_unwritable(run / "plots")
-    status, err = _main(capfd, "plot", run)
-    _assert_one_line(status, err, f"cannot write in {run / 'plots'}")
-    assert _snapshot(run) == before
-
-
-def test_overwrite_into_an_unwritable_models_folder_deletes_nothing(trained_run, tmp_path, capfd, make_unwritable):
-    run = _copy_run(trained_run, tmp_path)
-    before = _snapshot(run)
-    make_unwritable(run / "models")
-    status, err = _main(capfd, "train", "--out", run, "--overwrite", "--limit", "64", "--epochs", "1")
-    _assert_one_line(status, err, f"cannot write in {run / 'models'}")
+    make_unwritable(run / folder)
+    status, err = _main(capfd, *(a.format(run=run) for a in argv))
+    _assert_one_line(status, err, f"cannot write in {run / folder}")
     assert _snapshot(run) == before
 
 
