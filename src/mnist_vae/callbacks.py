@@ -136,8 +136,7 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
 
     def _save_model(self, epoch, batch, logs):
         final = self.filepath
-        self.filepath = temporary_beside(final, ".keras")
-        tmp = self.filepath
+        self.filepath = tmp = temporary_beside(final, ".keras")
         try:
             super()._save_model(epoch, batch, logs)
             if os.path.getsize(tmp):  # still empty when the stock logic chose not to save

@@ -147,6 +147,12 @@ BOUNDS = {
 }
 
 
+def check_range(flag, value, lo, hi):
+    """Raise ``UserError`` unless ``lo <= value <= hi``: the bounds check of flags outside ``Config``."""
+    if not lo <= value <= hi:
+        raise UserError(f"{flag} must be between {lo:,} and {hi:,}, got {_short(value)}")
+
+
 def _clip(text, limit=60):
     """``text`` cut to ``limit`` characters, so a hostile value cannot flood a one-line error."""
     return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -116,7 +116,7 @@ SPLITS = ("test", "validation")
 
 def check_arguments(split, k, batch_size, chunk_size, limit, seed):
     """Raise ``UserError`` naming the first argument of ``evaluate_run`` out of its range."""
-    from mnist_vae.config import BOUNDS
+    from mnist_vae.config import BOUNDS, check_range
     from mnist_vae.errors import UserError
 
     if split not in SPLITS:
@@ -126,8 +126,7 @@ def check_arguments(split, k, batch_size, chunk_size, limit, seed):
     if limit is not None:
         ranges.append(("--limit", limit, 1, BOUNDS["limit"][1]))
     for flag, value, lo, hi in ranges:
-        if not lo <= value <= hi:
-            raise UserError(f"{flag} must be between {lo:,} and {hi:,}, got {value}")
+        check_range(flag, value, lo, hi)
     if batch_size * min(chunk_size, k) > MAX_DECODED_AT_ONCE:
         raise UserError(f"--batch-size x --chunk-size is at most {MAX_DECODED_AT_ONCE:,} images decoded at once, "
                         f"got {batch_size} x {min(chunk_size, k)}; lower one of them")

@@ -60,14 +60,13 @@ def write_plots(run, encoder, decoder, test, class_names, config, dims=(0, 1), g
 
 def plot_run(run_dir, dims=(0, 1), grid_size=None, data_dir=None):
     """``vae plot``: redraw a finished run's PNGs under its lock; returns the paths written."""
-    from mnist_vae.config import BOUNDS
+    from mnist_vae.config import BOUNDS, check_range
     from mnist_vae.data import load_splits
 
     run = RunDir(run_dir)
     config = run.load_config()
-    lo, hi = BOUNDS["grid_size"]
-    if grid_size is not None and not lo <= grid_size <= hi:
-        raise UserError(f"--grid-size must be between {lo} and {hi}, got {grid_size}")
+    if grid_size is not None:
+        check_range("--grid-size", grid_size, *BOUNDS["grid_size"])
     with locked(run, "vae plot"):
         encoder, decoder = load_inference_models(run)
         latent_dim = decoder.inputs[0].shape[-1]

@@ -48,8 +48,8 @@ def check_run_dir(run, config, resume, overwrite):
             )
         if run.metrics.exists() and not run.resume_state.exists():
             raise UserError(f"{run.root}: this run already finished; train a new one with another --out")
-    elif run.output_files() and not overwrite:
-        names = ", ".join(sorted({p.relative_to(run.root).parts[0] for p in run.output_files()}))
+    elif not overwrite and (found := run.output_files()):
+        names = ", ".join(sorted({p.relative_to(run.root).parts[0] for p in found}))
         raise UserError(
             f"{run.root} already holds a run ({names}); pass --resume to continue it, "
             "--overwrite to replace it, or choose another --out"
