@@ -12,6 +12,7 @@ import pytest
 from conftest import idx_bytes, write_fake_dataset
 from mnist_vae import data
 from mnist_vae.data import DataError
+from mnist_vae.observation import from_model_input
 
 
 def test_parse_idx_round_trip():
@@ -83,8 +84,8 @@ def test_shipped_mnist_loads_with_verified_checksums_and_proper_splits():
         assert set(np.unique(split.labels)) == set(range(10))
     # The validation slice is the end of the training file, the training split its start.
     raw_train, _ = data.load_raw(splits.spec, "train", data.locate(splits.spec))
-    np.testing.assert_array_equal(data.from_model_input(splits.validation.images)[..., 0] * 255, raw_train[55000:])
-    np.testing.assert_array_equal(data.from_model_input(splits.train.images[:3])[..., 0] * 255, raw_train[:3])
+    np.testing.assert_array_equal(from_model_input(splits.validation.images)[..., 0] * 255, raw_train[55000:])
+    np.testing.assert_array_equal(from_model_input(splits.train.images[:3])[..., 0] * 255, raw_train[:3])
 
 
 def test_limit_takes_the_first_training_images_and_never_touches_validation():

@@ -11,9 +11,9 @@ import keras
 import numpy as np
 
 from mnist_vae import inference, plots
-from mnist_vae.data import from_model_input
 from mnist_vae.errors import UserError
 from mnist_vae.models import is_autoregressive
+from mnist_vae.observation import from_model_input
 from mnist_vae.rundir import replace_atomically, temporary_beside, write_json_atomic
 
 

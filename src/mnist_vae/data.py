@@ -22,15 +22,14 @@ import keras
 import numpy as np
 
 from mnist_vae.errors import UserError
+from mnist_vae.observation import IMAGE_SIDE, to_model_input
 
 ENV_DATA_DIR = "MNIST_VAE_DATA"
-IMAGE_SIDE = (28, 28)
 # --binarize choices. "dynamic" (Burda et al., 2015): training pixels are redrawn as Bernoulli
 # samples of the grey levels every epoch; held-out splits are binarised once with this seed, so
 # every evaluation of every model sees the same binary test set.
 BINARIZE = ("none", "dynamic")
 HELD_OUT_BINARIZE_SEED = 20151231
-PAD = 2  # 28x28 -> 32x32 so two stride-2 convolutions give an 8x8 grid, as in the seed
 
 # IDX type codes (http://yann.lecun.com/exdb/mnist/): code -> big-endian numpy dtype.
 _IDX_DTYPES = {
@@ -368,13 +367,6 @@ class Splits:
     spec: DatasetSpec
 
 
-def to_model_input(images):
-    """uint8 (n, 28, 28) -> float32 (n, 32, 32, 1) in [0, 1], zero-padded by 2 pixels."""
-    x = images.astype("float32") / 255.0
-    x = np.pad(x, ((0, 0), (PAD, PAD), (PAD, PAD)))
-    return x[..., None]
-
-
 def binarize_once(images, seed=HELD_OUT_BINARIZE_SEED):
     """Bernoulli samples of grey levels in [0, 1]: float32 0/1 images of the same shape."""
     return (np.random.default_rng(seed).random(images.shape, dtype=np.float32) < images).astype(np.float32)
@@ -383,11 +375,6 @@ def binarize_once(images, seed=HELD_OUT_BINARIZE_SEED):
 def held_out_images(images, binarize):
     """Validation/test images under a --binarize protocol: binarised once (fixed seed) or as they are."""
     return binarize_once(images) if binarize == "dynamic" else images
-
-
-def from_model_input(x):
-    """float32 (n, 32, 32, c) -> (n, 28, 28, c): drop the zero padding again."""
-    return x[:, PAD:-PAD, PAD:-PAD]
 
 
 def load_raw(spec, split, folder):

@@ -17,6 +17,7 @@ from keras import ops
 from mnist_vae import losses
 from mnist_vae.data import ImageBatches
 from mnist_vae.models import is_autoregressive
+from mnist_vae.observation import SCORED_PIXELS
 
 
 def evaluate_losses(vae, images, batch_size=128):
@@ -102,7 +103,7 @@ def active_units(z_mean, threshold=0.01):
     return np.var(np.asarray(z_mean, np.float64), axis=0) > threshold
 
 
-def bits_per_dim(nats, pixels=28 * 28):
+def bits_per_dim(nats, pixels=SCORED_PIXELS):
     """Nats per image -> bits per pixel."""
     return nats / (pixels * math.log(2))
 

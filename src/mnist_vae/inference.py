@@ -5,19 +5,14 @@ from statistics import NormalDist
 import numpy as np
 from keras import ops
 
-from mnist_vae.data import from_model_input
 from mnist_vae.models import autoregressive_parts, is_autoregressive, rows_seen_above
+from mnist_vae.observation import IMAGE_SIDE, mean_images, probabilities
 
 
 def encode(encoder, images, batch_size=512):
     """Posterior means and log-variances, each (n, latent_dim) float32."""
     z_mean, z_log_var = encoder.predict(images, batch_size=batch_size, verbose=0)
     return np.asarray(z_mean), np.asarray(z_log_var)
-
-
-def logits_to_images(logits):
-    """Decoder logits (n, 32, 32, c) -> pixel means (n, 28, 28, c) in [0, 1], padding removed."""
-    return from_model_input(ops.convert_to_numpy(ops.sigmoid(ops.convert_to_tensor(logits))))
 
 
 def decode(decoder, z, batch_size=512, seed=0):
@@ -29,7 +24,7 @@ def decode(decoder, z, batch_size=512, seed=0):
     z = np.asarray(z, "float32")
     if is_autoregressive(decoder):
         return sample_autoregressive(decoder, z, seed, batch_size)
-    return logits_to_images(decoder.predict(z, batch_size=batch_size, verbose=0))
+    return mean_images(decoder.predict(z, batch_size=batch_size, verbose=0))
 
 
 def sample_autoregressive(decoder, z, seed=0, batch_size=512):
@@ -53,11 +48,11 @@ def sample_autoregressive(decoder, z, seed=0, batch_size=512):
             lo = max(0, i - above)
             for j in range(width):
                 logits = ops.convert_to_numpy(head([features[:, lo:i + 1], x[:, lo:i + 1]]))[:, -1, j]  # (b, c)
-                p = 0.5 * (1.0 + np.tanh(0.5 * logits))  # sigmoid without overflow for large |logits|
+                p = probabilities(logits)
                 means[:, i, j] = p
                 x[:, i, j] = uniforms[:, i, j] < p
         out.append(means)
-    return np.concatenate(out) if out else np.zeros((0, 28, 28, 1), "float32")
+    return np.concatenate(out) if out else np.zeros((0, *IMAGE_SIDE, channels), "float32")
 
 
 def reconstruct(encoder, decoder, images, batch_size=512, seed=0):

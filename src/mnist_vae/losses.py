@@ -6,35 +6,16 @@ over a batch, a split or a class without weighting mistakes from partial batches
 
 from keras import ops
 
-# Images are zero-padded 28x28 -> 32x32 for the stride-2 convolutions; the likelihood is
-# computed on the original pixels only, so numbers compare with the literature.
-from mnist_vae.data import PAD
-
-
-def crop_padding(tensor, pad=PAD):
-    """Drop the ``pad``-pixel zero border added by the data pipeline: (..., 32, 32, c) -> (..., 28, 28, c)."""
-    if pad == 0:
-        return tensor
-    return tensor[..., pad:-pad, pad:-pad, :]
-
-
-def bernoulli_log_prob(x, logits):
-    """Elementwise log p(x | logits) of a Bernoulli with ``x`` in [0, 1], stable for any logits."""
-    # log sigmoid(l) * x + log sigmoid(-l) * (1 - x) = x*l - softplus(l); softplus written
-    # as max(l, 0) + log1p(exp(-|l|)) so large |l| neither overflows nor loses precision.
-    return x * logits - (ops.maximum(logits, 0.0) + ops.log1p(ops.exp(-ops.abs(logits))))
+from mnist_vae import observation
+from mnist_vae.observation import PAD
 
 
 def reconstruction_loss(x, logits, pad=PAD):
-    """Binary cross-entropy from logits summed over the unpadded pixels: (batch,) nats.
+    """-log p(x | logits) summed over the unpadded pixels (binary cross-entropy): (batch,) nats.
 
-    ``x`` (..., H, W, C) broadcasts against ``logits`` (..., H, W, C), e.g. one image batch
-    (1, B, H, W, C) against K decodings of it (K, B, H, W, C) giving (K, B), with no copies of x.
+    Broadcasts like ``observation.log_likelihood`` (e.g. K decodings against one image batch).
     """
-    x = crop_padding(x, pad)
-    logits = crop_padding(logits, pad)
-    per_pixel = -bernoulli_log_prob(ops.cast(x, logits.dtype), logits)
-    return ops.sum(per_pixel, axis=(-3, -2, -1))
+    return -observation.log_likelihood(x, logits, pad)
 
 
 def kl_loss(z_mean, z_log_var):

@@ -8,7 +8,7 @@ import numpy as np
 from keras import layers, ops
 
 from mnist_vae import losses
-from mnist_vae.data import PAD
+from mnist_vae.observation import PAD
 
 PACKAGE = "mnist_vae"
 

@@ -5,8 +5,9 @@ import dataclasses
 import numpy as np
 
 from mnist_vae import inference, plots
-from mnist_vae.data import from_model_input, held_out_images
+from mnist_vae.data import held_out_images
 from mnist_vae.errors import UserError
+from mnist_vae.observation import from_model_input
 from mnist_vae.rundir import RunDir, load_inference_models, locked, replace_atomically
 
 # Free space ``write_plots`` asks for: the four PNGs take well under 1 MB at the largest grid.
