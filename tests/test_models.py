@@ -212,9 +212,10 @@ def test_autoregressive_decoder_is_causal_in_raster_order():
 def test_windowed_sampler_matches_the_full_decoder():
     from mnist_vae import inference
 
-    decoder = models.build_resnet_ar_decoder(latent_dim=3)
+    vae = models.build_vae(latent_dim=3, architecture="resnet_ar", seed=0)
+    decoder = vae.decoder
     z = np.random.default_rng(1).standard_normal((3, 3)).astype("float32")
-    means = inference.sample_autoregressive(decoder, z, seed=4, batch_size=2)
+    means = inference.sample_autoregressive(vae, z, seed=4, batch_size=2)
     assert means.shape == (3, 28, 28, 1)
     # Rebuild the drawn pixels from the sampler's uniforms (batches of 2, then 1) and score them in one pass.
     rng = np.random.default_rng([4, 2])
@@ -222,7 +223,7 @@ def test_windowed_sampler_matches_the_full_decoder():
     x = np.pad((uniforms < means).astype("float32"), ((0, 0), (2, 2), (2, 2), (0, 0)))
     full = 1 / (1 + np.exp(-keras.ops.convert_to_numpy(decoder([z, x]))[:, 2:30, 2:30]))
     np.testing.assert_allclose(means, full, atol=1e-5)
-    np.testing.assert_array_equal(means, inference.sample_autoregressive(decoder, z, seed=4, batch_size=2))
+    np.testing.assert_array_equal(means, inference.sample_autoregressive(vae, z, seed=4, batch_size=2))
 
 
 @pytest.mark.parametrize("architecture", ["resnet", "resnet_ar"])
@@ -238,16 +239,18 @@ def test_stronger_architectures_train_and_reload_in_a_fresh_process(architecture
     vae.decoder.save(tmp_path / "decoder.keras")
     np.save(tmp_path / "x.npy", x)
     z = np.zeros((16, 32), "float32")
-    args = [z, x] if models.is_autoregressive(vae.decoder) else z
+    args = vae.decoder_inputs(z, x)
     np.save(tmp_path / "expected.npy", keras.ops.convert_to_numpy(vae.decoder(args)))
     script = textwrap.dedent(f"""
         import numpy as np, keras, mnist_vae
         d = {str(tmp_path)!r}
         x, z = np.load(d + "/x.npy"), np.zeros((16, 32), "float32")
         dec = keras.saving.load_model(d + "/decoder.keras", safe_mode=True)
-        keras.saving.load_model(d + "/vae.keras", safe_mode=True)
-        args = [z, x] if mnist_vae.models.is_autoregressive(dec) else z
+        vae = keras.saving.load_model(d + "/vae.keras", safe_mode=True)
+        assert vae.likelihood == {vae.likelihood!r} and vae.autoregressive == {vae.autoregressive!r}
+        args = vae.decoder_inputs(z, x)
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(dec(args)), np.load(d + "/expected.npy"))
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(vae.decoder(args)), np.load(d + "/expected.npy"))
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -273,7 +276,7 @@ def test_mixed_precision_computes_in_bf16_but_keeps_weights_and_outputs_float32(
     models.set_precision(vae, "float32")
     assert set(_policies(vae).values()) == {"float32"}
     z = np.random.default_rng(1).normal(size=(4, 4)).astype("float32")
-    inputs = [z, x] if models.is_autoregressive(vae.decoder) else z
+    inputs = vae.decoder_inputs(z, x)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(vae.decoder(inputs)),
                                   keras.ops.convert_to_numpy(reference.decoder(inputs)))
 

@@ -24,8 +24,18 @@ class Config:
     """Pixel targets: none (grey levels, as the seed) or dynamic (Bernoulli pixels redrawn every epoch)."""
     architecture: str = "seed"
     """Encoder/decoder family: seed (the seed's pair), resnet (residual, no bottleneck) or resnet_ar (resnet with an autoregressive pixel head; needs --binarize dynamic)."""
+    likelihood: str = "auto"
+    """Observation model p(x|z): bernoulli (per-pixel logits), bernoulli_ar (resnet_ar's causal head), logistic_mixture (discretised logistic mixture of 8-bit levels, for colour), or auto: bernoulli_ar for resnet_ar, logistic_mixture for colour datasets, else bernoulli."""
     latent_dim: int = 2
     """Number of latent dimensions; 2 gives the manifold grid plot."""
+    conditional: bool = False
+    """Conditional VAE (Sohn et al., 2015): the one-hot class label enters encoder and decoder, so samples can be asked for by class."""
+    beta: float = 1.0
+    """Weight of the KL term in the training loss (beta-VAE, Higgins et al., 2017). Reported losses and the best checkpoint use the unweighted negative ELBO."""
+    kl_warmup: int = 0
+    """Epochs over which the KL weight rises linearly from 0 to --beta (epoch e trains with beta * min(1, e / KL_WARMUP)); 0: none."""
+    free_bits: float = 0.0
+    """Free bits (Kingma et al., 2016): nats per latent dimension of batch-averaged KL that cost nothing extra, so dimensions are not pushed to collapse; 0: off."""
     epochs: int = 30
     """Number of passes over the training images."""
     batch_size: int = 128
@@ -52,7 +62,8 @@ class Config:
     def validate(self):
         """Raise ``UserError`` naming the first bad field; returns self for chaining."""
         from mnist_vae.data import BINARIZE, DATASETS  # registries live beside the code they select
-        from mnist_vae.models import ARCHITECTURES, AUTOREGRESSIVE, PRECISIONS
+        from mnist_vae.models import ARCHITECTURES, PRECISIONS
+        from mnist_vae.observation import LIKELIHOODS
 
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -62,17 +73,49 @@ class Config:
             ("dataset", self.dataset in DATASETS, f"one of {sorted(DATASETS)}"),
             ("binarize", self.binarize in BINARIZE, f"one of {list(BINARIZE)}"),
             ("architecture", self.architecture in ARCHITECTURES, f"one of {sorted(ARCHITECTURES)}"),
+            ("likelihood", self.likelihood in ("auto", *LIKELIHOODS), f"one of {['auto', *sorted(LIKELIHOODS)]}"),
             ("lr_schedule", self.lr_schedule in LR_SCHEDULES, f"one of {list(LR_SCHEDULES)}"),
             ("precision", self.precision in ("auto", *PRECISIONS), f"one of {['auto', *PRECISIONS]}"),
             ("learning_rate", 0 < self.learning_rate < 1, "between 0 and 1"),
+            ("beta", 0 <= self.beta <= 1000, "between 0 and 1,000"),
+            ("free_bits", 0 <= self.free_bits <= 100, "between 0 and 100 nats per dimension"),
             *((name, self._in_bounds(name), f"between {lo:,} and {hi:,}") for name, (lo, hi) in BOUNDS.items()),
         ]
         for name, ok, expected in checks:
             if not ok:
                 raise UserError(f"{_flag(name)} must be {expected}, got {_short(getattr(self, name))}")
-        if self.architecture in AUTOREGRESSIVE and self.binarize != "dynamic":
-            raise UserError(f"--architecture {self.architecture} models binary pixels; add --binarize dynamic")
+        self._check_observation_model()
+        if self.conditional and not DATASETS[self.dataset].class_names:
+            raise UserError(f"--conditional needs class labels, and --dataset {self.dataset} has none; "
+                            "drop --conditional")
         return self
+
+    def resolved_likelihood(self):
+        """The ``observation.LIKELIHOODS`` name this run trains: ``likelihood``, or for auto the architecture's and dataset's default."""
+        from mnist_vae.data import DATASETS
+        from mnist_vae.models import default_likelihood
+
+        if self.likelihood != "auto":
+            return self.likelihood
+        return default_likelihood(self.architecture, DATASETS[self.dataset].geometry.channels)
+
+    def _check_observation_model(self):
+        """The likelihood must fit the architecture's decoder, the dataset's channels and the --binarize protocol."""
+        from mnist_vae.data import DATASETS
+        from mnist_vae.models import ARCHITECTURES
+        from mnist_vae.observation import get_likelihood
+
+        name = self.resolved_likelihood()
+        likelihood, channels = get_likelihood(name), DATASETS[self.dataset].geometry.channels
+        what = f"--architecture {self.architecture}" if self.likelihood == "auto" else f"--likelihood {name}"
+        if not ARCHITECTURES[self.architecture].supports(name):
+            fits = sorted(a for a, arch in ARCHITECTURES.items() if arch.supports(name))
+            raise UserError(f"--likelihood {name} needs an architecture whose decoder returns its parameters: "
+                            f"{', '.join(fits)} (not {self.architecture})")
+        if (why := likelihood.check(channels)) is not None:
+            raise UserError(f"--dataset {self.dataset} has {channels}-channel images and {why}")
+        if self.binarize not in likelihood.binarize:
+            raise UserError(f"{what} {likelihood.fix}")
 
     def _in_bounds(self, name):
         value = getattr(self, name)
@@ -137,6 +180,7 @@ MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; anything near thi
 # for 10^10 decoded images (grid_size 100,000).
 BOUNDS = {
     "latent_dim": (1, 1024),
+    "kl_warmup": (0, 100_000),
     "epochs": (1, 100_000),
     "batch_size": (1, 8192),
     "validation_size": (1, 1_000_000),

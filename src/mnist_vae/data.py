@@ -1,7 +1,8 @@
 """Datasets: IDX files, where to find them, checksums, splits and batches.
 
 This is the only module that knows file formats and locations. Everything downstream sees
-float32 images of shape (n, 32, 32, 1) in [0, 1] and uint8 labels.
+float32 images in [0, 1], laid out as the dataset's ``observation.Geometry`` says (MNIST:
+(n, 32, 32, 1)), and uint8 labels.
 """
 
 import dataclasses
@@ -22,7 +23,7 @@ import keras
 import numpy as np
 
 from mnist_vae.errors import UserError
-from mnist_vae.observation import IMAGE_SIDE, to_model_input
+from mnist_vae.observation import GREY_28, Geometry
 
 ENV_DATA_DIR = "MNIST_VAE_DATA"
 # --binarize choices. "dynamic" (Burda et al., 2015): training pixels are redrawn as Bernoulli
@@ -140,6 +141,7 @@ class DatasetSpec:
     system_dirs: tuple = ()  # read-only system copies (Debian packages)
     install_hint: str = ""
     urls: tuple = ()  # base URLs to download "<file>.gz" from, tried in order
+    geometry: Geometry = GREY_28  # image side, channels and the models' padding (observation.Geometry)
 
     def file_names(self):
         """The four IDX file names (without ".gz")."""
@@ -155,9 +157,9 @@ _IDX_FILES = {
 def _idx_sizes(n_train, n_test):
     """Decompressed sizes of the four files: magic number, 4 bytes per dimension, uint8 data."""
     return {
-        "train-images-idx3-ubyte": 16 + n_train * math.prod(IMAGE_SIDE),
+        "train-images-idx3-ubyte": 16 + n_train * GREY_28.scored_dims,
         "train-labels-idx1-ubyte": 8 + n_train,
-        "t10k-images-idx3-ubyte": 16 + n_test * math.prod(IMAGE_SIDE),
+        "t10k-images-idx3-ubyte": 16 + n_test * GREY_28.scored_dims,
         "t10k-labels-idx1-ubyte": 8 + n_test,
     }
 
@@ -383,8 +385,10 @@ def load_raw(spec, split, folder):
     images, labels = (read_idx(_find_file(folder, name), ndim=ndim, sha256=spec.sha256.get(name),
                                max_bytes=spec.sizes.get(name))
                       for name, ndim in ((image_file, 3), (label_file, 1)))
-    if images.shape[1:] != IMAGE_SIDE or images.dtype != np.uint8:
-        raise DataError(f"{folder}/{image_file}: expected uint8 28x28 images, found {images.dtype} {images.shape[1:]}")
+    side = spec.geometry.image_shape[:2]  # IDX images are single-channel (n, side, side)
+    if images.shape[1:] != side or images.dtype != np.uint8:
+        raise DataError(f"{folder}/{image_file}: expected uint8 {side[0]}x{side[1]} images, "
+                        f"found {images.dtype} {images.shape[1:]}")
     if len(images) != len(labels):
         raise DataError(f"{folder}: {len(images)} {split} images but {len(labels)} labels")
     if len(labels) and int(labels.max()) >= len(spec.class_names):
@@ -403,10 +407,11 @@ def load_splits(dataset="mnist", validation_size=5000, limit=None, data_dir=None
         raise UserError(f"--validation-size must be between 1 and {n - 1}, got {validation_size}")
     cut = n - validation_size  # the validation slice is the end of the training file
     train_end = cut if limit is None else min(limit, cut)
+    model_input = spec.geometry.to_model_input
     return Splits(
-        train=Split(to_model_input(train_images[:train_end]), train_labels[:train_end]),
-        validation=Split(to_model_input(train_images[cut:]), train_labels[cut:]),
-        test=Split(to_model_input(test_images), test_labels),
+        train=Split(model_input(train_images[:train_end]), train_labels[:train_end]),
+        validation=Split(model_input(train_images[cut:]), train_labels[cut:]),
+        test=Split(model_input(test_images), test_labels),
         spec=spec,
     )
 
@@ -424,9 +429,12 @@ class ImageBatches(keras.utils.PyDataset):
     that epoch.
     """
 
-    def __init__(self, images, batch_size, shuffle=False, seed=0, binarize=False):
+    def __init__(self, images, batch_size, shuffle=False, seed=0, binarize=False, labels=None):
         super().__init__()
         self.images = images
+        # Per-image conditioning (one-hot labels, (n, classes)) for a conditional VAE: batches are
+        # then {"images", "labels"}, the inputs ``models.VAE.model_inputs`` describes.
+        self.labels = labels
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.seed = seed
@@ -451,11 +459,20 @@ class ImageBatches(keras.utils.PyDataset):
     def __getitem__(self, index):
         lo, hi = index * self.batch_size, (index + 1) * self.batch_size
         if not self.shuffle:
-            return self.images[lo:hi]
+            return self._with_labels(self.images[lo:hi], slice(lo, hi))
         if index == 0 or self.order is None:
             self.epoch, self.next_epoch = self.next_epoch, self.next_epoch + 1
             self.order = self.permutation(self.epoch)
-        batch = self.images[np.sort(self.order[lo:hi])]  # sorted indices: faster gather
+        picked = np.sort(self.order[lo:hi])  # sorted indices: faster gather
+        batch = self.images[picked]
         if self.binarize:
             batch = binarize_once(batch, seed=[self.seed, self.epoch, index, 1])
-        return batch
+        return self._with_labels(batch, picked)
+
+    def _with_labels(self, batch, picked):
+        return batch if self.labels is None else {"images": batch, "labels": self.labels[picked]}
+
+
+def one_hot(labels, num_classes):
+    """Integer labels (n,) -> float32 one-hot rows (n, num_classes)."""
+    return np.eye(num_classes, dtype=np.float32)[np.asarray(labels, np.int64)]

@@ -15,28 +15,29 @@ import numpy as np
 from keras import ops
 
 from mnist_vae import losses
-from mnist_vae.data import ImageBatches
-from mnist_vae.models import is_autoregressive
-from mnist_vae.observation import SCORED_PIXELS
+from mnist_vae.data import ImageBatches, one_hot
+from mnist_vae.inference import active_units
 
 
-def evaluate_losses(vae, images, batch_size=128):
-    """Mean negative ELBO and its terms over ``images`` (one posterior sample each), nats per image.
+def evaluate_losses(vae, images, batch_size=128, labels=None):
+    """Mean negative ELBO (unweighted, whatever beta trained the model) and its terms over ``images``.
+
+    One posterior sample per image; nats per image.
 
     Calls the model directly rather than ``vae.evaluate``, whose compiled step keeps the precision
     it was traced with: this way a model switched to float32 after mixed-precision training is
     scored in float32.
     """
     sums = {}
-    for batch in ImageBatches(images, batch_size):
-        out = vae(batch, training=False)
-        terms = losses.vae_loss(batch, out["logits"], out["z_mean"], out["z_log_var"], beta=vae.beta)
+    conditioning = one_hot(labels, vae.num_classes) if vae.conditional else None
+    for batch in ImageBatches(images, batch_size, labels=conditioning):
+        terms = vae.loss_terms(batch["images"] if vae.conditional else batch, vae(batch, training=False))
         for name, values in terms.items():  # (batch,) nats each
             sums[name] = sums.get(name, 0.0) + float(ops.convert_to_numpy(values).astype(np.float64).sum())
     return {name: sums[name] / len(images) for name in ("loss", "reconstruction_loss", "kl_loss")}
 
 
-def log_weights(decoder, x, z_mean, z_log_var, eps):
+def log_weights(vae, x, z_mean, z_log_var, eps):
     """For K draws per image: (log p(x, z_k) - log q(z_k|x), log p(x|z_k)), each (K, B) nats.
 
     ``x`` (B, H, W, C) model-ready images; ``z_mean``, ``z_log_var`` (B, L) from the encoder;
@@ -45,14 +46,12 @@ def log_weights(decoder, x, z_mean, z_log_var, eps):
     k, b, latent_dim = eps.shape
     z = z_mean[None] + ops.exp(0.5 * z_log_var)[None] * eps  # (K, B, L)
     z_flat = ops.reshape(z, (k * b, latent_dim))
-    if is_autoregressive(decoder):
-        # One pass scores x given z: the causal head reads the K copies of x it is conditioned on.
-        x_rep = ops.reshape(ops.tile(x[None], (k, 1, 1, 1, 1)), (k * b, *x.shape[1:]))  # (K*B, H, W, C)
-        logits = decoder([z_flat, x_rep], training=False)
-    else:
-        logits = decoder(z_flat, training=False)  # (K*B, H, W, C)
-    # x broadcasts against the K decodings: (1, B, H, W, C) vs (K, B, H, W, C) -> (K, B).
-    log_px_z = -losses.reconstruction_loss(x[None], ops.reshape(logits, (k, b, *x.shape[1:])))
+    # An autoregressive decoder scores x given z in one pass, reading the K copies of x it is conditioned on.
+    x_rep = ops.reshape(ops.tile(x[None], (k, 1, 1, 1, 1)), (k * b, *x.shape[1:])) if vae.autoregressive else None
+    logits = vae.decoder(vae.decoder_inputs(z_flat, x_rep), training=False)  # (K*B, H, W, P)
+    # x broadcasts against the K decodings: (1, B, H, W, C) vs (K, B, H, W, P) -> (K, B).
+    log_px_z = -losses.reconstruction_loss(x[None], ops.reshape(logits, (k, b, *logits.shape[1:])), vae.pad,
+                                           vae.likelihood)
     log_pz = losses.standard_normal_log_prob(z)  # (K, B)
     log_qz = losses.gaussian_log_prob(z, z_mean[None], z_log_var[None])  # (K, B)
     return log_px_z + log_pz - log_qz, log_px_z
@@ -69,7 +68,7 @@ def _noise(seed, batch_start, first, last, batch, latent_dim):
     ])
 
 
-def importance_weighted(encoder, decoder, images, k=1000, batch_size=100, chunk_size=100, seed=0):
+def importance_weighted(vae, images, k=1000, batch_size=100, chunk_size=100, seed=0):
     """Per-image IW bound on -log p(x) and Monte-Carlo reconstruction term, each (n,) nats.
 
     Memory is O(batch_size * chunk_size) images whatever ``k``; chunks are combined with a
@@ -77,19 +76,19 @@ def importance_weighted(encoder, decoder, images, k=1000, batch_size=100, chunk_
     """
     if k < 1 or batch_size < 1 or chunk_size < 1:
         raise ValueError("k, batch_size and chunk_size must be at least 1")
-    latent_dim = decoder.inputs[0].shape[-1]
+    latent_dim = vae.latent_dim
     nll = np.empty(len(images), np.float64)
     reconstruction = np.empty(len(images), np.float64)
     for start in range(0, len(images), batch_size):
         x = ops.convert_to_tensor(images[start:start + batch_size])
         b = int(x.shape[0])
-        z_mean, z_log_var = encoder(x, training=False)  # q(z|x) is fixed for the batch: encode once
+        z_mean, z_log_var = vae.encoder(x, training=False)  # q(z|x) is fixed for the batch: encode once
         running = np.full(b, -np.inf)  # log sum_k w_k so far
         rec_sum = np.zeros(b)
         for first in range(0, k, chunk_size):
             last = min(k, first + chunk_size)
             eps = ops.convert_to_tensor(_noise(seed, start, first, last, b, latent_dim))
-            log_w, log_px_z = log_weights(decoder, x, z_mean, z_log_var, eps)
+            log_w, log_px_z = log_weights(vae, x, z_mean, z_log_var, eps)
             chunk = ops.convert_to_numpy(ops.logsumexp(log_w, axis=0)).astype(np.float64)
             running = np.logaddexp(running, chunk)
             rec_sum -= ops.convert_to_numpy(ops.sum(log_px_z, axis=0)).astype(np.float64)
@@ -98,14 +97,9 @@ def importance_weighted(encoder, decoder, images, k=1000, batch_size=100, chunk_
     return nll, reconstruction
 
 
-def active_units(z_mean, threshold=0.01):
-    """Dimensions d whose Cov_x(E_q[z_d]) exceeds ``threshold`` (Burda et al.): a (L,) bool mask."""
-    return np.var(np.asarray(z_mean, np.float64), axis=0) > threshold
-
-
-def bits_per_dim(nats, pixels=SCORED_PIXELS):
-    """Nats per image -> bits per pixel."""
-    return nats / (pixels * math.log(2))
+def bits_per_dim(nats, dims):
+    """Nats per image of ``dims`` scored sub-pixels (``Geometry.scored_dims``) -> bits per sub-pixel."""
+    return nats / (dims * math.log(2))
 
 
 MAX_IW_SAMPLES = 5000
@@ -153,17 +147,17 @@ def _evaluate_locked(run, config, split, k, batch_size, chunk_size, limit, seed,
     import time
 
     from mnist_vae.data import HELD_OUT_BINARIZE_SEED, held_out_images, load_splits
-    from mnist_vae.rundir import load_inference_models, write_json_atomic
+    from mnist_vae.rundir import load_inference_model, write_json_atomic
 
-    encoder, decoder = load_inference_models(run)
+    vae = load_inference_model(run)
     splits = load_splits(config.dataset, config.validation_size, limit=1, data_dir=data_dir)
     chosen = getattr(splits, split)
     # Binarise the whole split before --limit, so a subset sees the same pixels as the full set.
     images, labels = held_out_images(chosen.images, config.binarize)[:limit], chosen.labels[:limit]
 
     start = time.perf_counter()
-    nll, reconstruction = importance_weighted(encoder, decoder, images, k, batch_size, chunk_size, seed)
-    z_mean, z_log_var = encoder.predict(images, batch_size=500, verbose=0)
+    nll, reconstruction = importance_weighted(vae, images, k, batch_size, chunk_size, seed)
+    z_mean, z_log_var = vae.encoder.predict(images, batch_size=500, verbose=0)
     # predict returns NumPy arrays; tensors again, since NumPy-tensor arithmetic fails on torch.
     kl_dims = losses.kl_per_dimension(ops.convert_to_tensor(z_mean), ops.convert_to_tensor(z_log_var))
     kl_dims = ops.convert_to_numpy(kl_dims).astype(np.float64)  # (n, L)
@@ -185,13 +179,14 @@ def _evaluate_locked(run, config, split, k, batch_size, chunk_size, limit, seed,
         "dataset": config.dataset,
         "split": split,
         "images": len(images),
-        "protocol": _protocol(config.binarize, HELD_OUT_BINARIZE_SEED, split),
+        "protocol": _protocol(config.binarize, HELD_OUT_BINARIZE_SEED, split, vae.likelihood),
         "binarize": config.binarize,
         "iw_samples": k,
         "seed": seed,
-        "units": "nats per image on the 28x28 pixels (bits_per_dim: bits per pixel)",
+        "likelihood": vae.likelihood,
+        "units": f"nats per image on the {vae.geometry.describe()} (bits_per_dim: bits per scored sub-pixel)",
         **summary(everything),
-        "iw_nll_bits_per_dim": float(bits_per_dim(nll.mean())),
+        "iw_nll_bits_per_dim": float(bits_per_dim(nll.mean(), vae.geometry.scored_dims)),
         "per_class": {
             splits.spec.class_names[c]: summary(labels == c) for c in np.unique(labels)
         },
@@ -203,7 +198,10 @@ def _evaluate_locked(run, config, split, k, batch_size, chunk_size, limit, seed,
     return result
 
 
-def _protocol(binarize, seed, split):
+def _protocol(binarize, seed, split, likelihood):
+    if likelihood == "logistic_mixture":
+        return ("8-bit levels under a discretised likelihood: a normalised likelihood of the 8-bit "
+                f"{split} images, comparable in bits/dim with other models of the same images")
     if binarize == "dynamic":
         return (f"dynamically binarised training; {split} split binarised once with seed {seed} "
                 "(numbers comparable with Burda et al. 2015 when K=5000 on the full test set)")

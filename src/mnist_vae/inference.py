@@ -1,45 +1,68 @@
-"""Turning trained encoders and decoders into arrays: latents, images, fixed evaluation noise."""
+"""Turning a trained VAE into arrays: latents, images, fixed evaluation noise.
+
+Every function takes the ``models.VAE`` (its encoder, decoder and observation model together),
+so what kind of decoder it has is asked of the model, never guessed from the decoder.
+"""
 
 from statistics import NormalDist
 
 import numpy as np
 from keras import ops
 
-from mnist_vae.models import autoregressive_parts, is_autoregressive, rows_seen_above
-from mnist_vae.observation import IMAGE_SIDE, mean_images, probabilities
+from mnist_vae.models import autoregressive_parts, rows_seen_above
+from mnist_vae.observation import mean_images
 
 
-def encode(encoder, images, batch_size=512):
-    """Posterior means and log-variances, each (n, latent_dim) float32."""
-    z_mean, z_log_var = encoder.predict(images, batch_size=batch_size, verbose=0)
+def _one_hot(vae, labels, n):
+    """A conditional model's one-hot labels (n, classes) as NumPy, else None."""
+    if not vae.conditional:
+        return None
+    if labels is None:
+        raise ValueError("a conditional VAE needs a class label per image")
+    labels = np.broadcast_to(np.asarray(labels), (n,))
+    return np.eye(vae.num_classes, dtype=np.float32)[labels.astype(np.int64)]
+
+
+def encode(vae, images, labels=None, batch_size=512):
+    """Posterior means and log-variances, each (n, latent_dim) float32 (a conditional model reads ``labels``)."""
+    inputs = vae.encoder_inputs(images, _one_hot(vae, labels, len(images)))
+    z_mean, z_log_var = vae.encoder.predict(inputs, batch_size=batch_size, verbose=0)
     return np.asarray(z_mean), np.asarray(z_log_var)
 
 
-def decode(decoder, z, batch_size=512, seed=0):
-    """Pixel means (n, 28, 28, c) for latents z (n, latent_dim).
+def decode(vae, z, labels=None, batch_size=512, seed=0):
+    """Mean images (n, h, w, c) in [0, 1] for latents z (n, latent_dim), padding removed.
 
+    A conditional model decodes each z with its label (``labels``: (n,) integers, or one for all).
     For an autoregressive decoder, the means p(x_ij = 1 | x_<ij, z) along one ancestral sample
     drawn with ``seed`` (the same seed gives the same pictures at every epoch).
     """
     z = np.asarray(z, "float32")
-    if is_autoregressive(decoder):
-        return sample_autoregressive(decoder, z, seed, batch_size)
-    return mean_images(decoder.predict(z, batch_size=batch_size, verbose=0))
+    conditioning = _one_hot(vae, labels, len(z))
+    if vae.autoregressive:
+        return sample_autoregressive(vae, z, conditioning, seed, batch_size)
+    params = vae.decoder.predict(vae.decoder_inputs(z, labels=conditioning), batch_size=batch_size, verbose=0)
+    return mean_images(params, vae.pad, vae.likelihood)
 
 
-def sample_autoregressive(decoder, z, seed=0, batch_size=512):
-    """Ancestral sampling, pixel by pixel in raster order: per-pixel means (n, 28, 28, c) of the samples.
+def sample_autoregressive(vae, z, one_hot_labels=None, seed=0, batch_size=512):
+    """Ancestral sampling, pixel by pixel in raster order: per-pixel means (n, h, w, c) of the samples.
 
     The latent features are computed once; each step reruns only the causal head, and only on
     the rows the current pixel depends on.
     """
+    decoder = vae.decoder
     features_of, head = autoregressive_parts(decoder)
     above = rows_seen_above(head)
-    channels = decoder.inputs[1].shape[-1]
+    padded, _, channels = vae.image_shape
+    height = width = padded - 2 * vae.pad  # the head runs on the scored pixels only
     rng = np.random.default_rng([seed, 2])
     out = []
     for start in range(0, len(z), batch_size):
-        features = ops.convert_to_numpy(features_of(z[start:start + batch_size]))  # (b, 28, 28, F)
+        latent = z[start:start + batch_size]
+        if vae.conditional:
+            latent = [latent, one_hot_labels[start:start + batch_size]]
+        features = ops.convert_to_numpy(features_of(latent))  # (b, 28, 28, F)
         b, height, width, _ = features.shape
         uniforms = rng.random((b, height, width, channels), dtype=np.float32)
         x = np.zeros((b, height, width, channels), "float32")  # sampled pixels so far, 0 elsewhere
@@ -48,17 +71,17 @@ def sample_autoregressive(decoder, z, seed=0, batch_size=512):
             lo = max(0, i - above)
             for j in range(width):
                 logits = ops.convert_to_numpy(head([features[:, lo:i + 1], x[:, lo:i + 1]]))[:, -1, j]  # (b, c)
-                p = probabilities(logits)
+                p = vae.observation.mean(logits)
                 means[:, i, j] = p
                 x[:, i, j] = uniforms[:, i, j] < p
         out.append(means)
-    return np.concatenate(out) if out else np.zeros((0, *IMAGE_SIDE, channels), "float32")
+    return np.concatenate(out) if out else np.zeros((0, height, width, channels), "float32")
 
 
-def reconstruct(encoder, decoder, images, batch_size=512, seed=0):
-    """Decode each image's posterior mean: a reconstruction (n, 28, 28, c), deterministic for a given seed."""
-    z_mean, _ = encode(encoder, images, batch_size)
-    return decode(decoder, z_mean, batch_size, seed)
+def reconstruct(vae, images, labels=None, batch_size=512, seed=0):
+    """Decode each image's posterior mean (with its label, if conditional): (n, h, w, c), deterministic for a given seed."""
+    z_mean, _ = encode(vae, images, labels, batch_size)
+    return decode(vae, z_mean, labels, batch_size, seed)
 
 
 def prior_noise(n, latent_dim, seed):
@@ -79,6 +102,11 @@ def manifold_latents(grid_size, latent_dim=2, dims=(0, 1)):
     z[..., dims[0]] = values[None, :]
     z[..., dims[1]] = values[::-1, None]
     return z.reshape(-1, latent_dim), values
+
+
+def active_units(z_mean, threshold=0.01):
+    """Dimensions d whose Cov_x(E_q[z_d]) exceeds ``threshold`` (Burda et al.): a (L,) bool mask."""
+    return np.var(np.asarray(z_mean, np.float64), axis=0) > threshold
 
 
 def principal_components(z, k=2):

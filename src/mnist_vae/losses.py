@@ -10,12 +10,13 @@ from mnist_vae import observation
 from mnist_vae.observation import PAD
 
 
-def reconstruction_loss(x, logits, pad=PAD):
-    """-log p(x | logits) summed over the unpadded pixels (binary cross-entropy): (batch,) nats.
+def reconstruction_loss(x, logits, pad=PAD, likelihood="bernoulli"):
+    """-log p(x | decoder output) summed over the unpadded pixels: (batch,) nats.
 
-    Broadcasts like ``observation.log_likelihood`` (e.g. K decodings against one image batch).
+    For the default Bernoulli this is the binary cross-entropy of the logits. Broadcasts like
+    ``observation.log_likelihood`` (e.g. K decodings against one image batch).
     """
-    return -observation.log_likelihood(x, logits, pad)
+    return -observation.log_likelihood(x, logits, pad, likelihood)
 
 
 def kl_loss(z_mean, z_log_var):
@@ -28,11 +29,31 @@ def kl_per_dimension(z_mean, z_log_var):
     return -0.5 * (1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var))
 
 
-def vae_loss(x, logits, z_mean, z_log_var, beta=1.0, pad=PAD):
+def vae_loss(x, logits, z_mean, z_log_var, beta=1.0, pad=PAD, likelihood="bernoulli"):
     """Named per-image terms of the negative ELBO: ``loss = reconstruction_loss + beta * kl_loss``."""
-    rec = reconstruction_loss(x, logits, pad)
+    rec = reconstruction_loss(x, logits, pad, likelihood)
     kl = kl_loss(z_mean, z_log_var)
     return {"loss": rec + beta * kl, "reconstruction_loss": rec, "kl_loss": kl}
+
+
+def kl_weight(epoch, beta=1.0, warmup_epochs=0):
+    """The KL term's weight in epoch ``epoch`` (0-based): ``beta``, reached linearly from 0 over ``warmup_epochs``.
+
+    A function of the epoch alone (a Python int or a tensor), so a resumed run follows the same
+    curve. With no warm-up it is ``beta`` itself, a Python float.
+    """
+    if warmup_epochs <= 0:
+        return beta
+    return beta * ops.minimum(1.0, ops.cast(epoch, "float32") / float(warmup_epochs))
+
+
+def free_bits_kl(kl_dims, free_bits):
+    """The free-bits KL term of a batch (Kingma et al., 2016): sum_d max(free_bits, mean_batch KL_d), a scalar.
+
+    A dimension whose batch-averaged KL is below ``free_bits`` nats costs a constant, so the
+    optimiser gains nothing by collapsing it further; above it the gradient is the usual one.
+    """
+    return ops.sum(ops.maximum(ops.mean(kl_dims, axis=0), free_bits))
 
 
 LOG_2PI = 1.8378770664093453  # log(2 pi)

@@ -3,12 +3,15 @@
 No loss formulas and no file I/O live here; the VAE delegates its objective to ``losses``.
 """
 
+import dataclasses
+import typing
+
 import keras
 import numpy as np
 from keras import layers, ops
 
 from mnist_vae import losses
-from mnist_vae.observation import PAD
+from mnist_vae.observation import PAD, Geometry, get_likelihood
 
 PACKAGE = "mnist_vae"
 
@@ -49,31 +52,58 @@ class Sampling(layers.Layer):
         return {**super().get_config(), "seed": self.seed}
 
 
-def build_seed_encoder(image_shape=(32, 32, 1), latent_dim=2):
-    """The seed encoder: two stride-2 convolutions -> Dense 16 -> (z_mean, z_log_var)."""
+def _with_label(h, num_classes, inputs):
+    """``h`` with the one-hot label concatenated when conditional (a new ``labels`` input appended to ``inputs``)."""
+    if not num_classes:
+        return h
+    labels = keras.Input(shape=(num_classes,), name="labels")  # (batch, classes) one-hot
+    inputs.append(labels)
+    return layers.Concatenate()([h, labels])
+
+
+def _inputs(inputs):
+    """A functional model's inputs: the tensor itself when there is one, so unconditional models keep their old signature."""
+    return inputs[0] if len(inputs) == 1 else inputs
+
+
+def build_seed_encoder(image_shape=(32, 32, 1), latent_dim=2, num_classes=0):
+    """The seed encoder: two stride-2 convolutions -> Dense 16 -> (z_mean, z_log_var).
+
+    With ``num_classes``, the one-hot label (input ``labels``) joins the flattened features
+    before the Dense layer: q(z | x, y).
+    """
     images = keras.Input(shape=image_shape, name="images")  # (batch, 32, 32, 1) in [0, 1]
+    inputs = [images]
     h = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(images)  # (b, 16, 16, 32)
     h = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(h)  # (b, 8, 8, 64)
-    h = layers.Flatten()(h)
+    h = _with_label(layers.Flatten()(h), num_classes, inputs)
     h = layers.Dense(16, activation="relu")(h)
     z_mean = layers.Dense(latent_dim, name="z_mean")(h)
     z_log_var = layers.Dense(latent_dim, name="z_log_var")(h)
-    return keras.Model(images, [z_mean, z_log_var], name="encoder")
+    return keras.Model(_inputs(inputs), [z_mean, z_log_var], name="encoder")
 
 
-def build_seed_decoder(image_shape=(32, 32, 1), latent_dim=2):
-    """The seed decoder: Dense 8*8*64 -> two stride-2 transposed convolutions -> logits."""
+def build_seed_decoder(image_shape=(32, 32, 1), latent_dim=2, out_channels=None, pad=PAD, num_classes=0):
+    """The seed decoder: Dense 8*8*64 -> two stride-2 transposed convolutions -> distribution parameters.
+
+    ``out_channels`` (default: the image's channels, one Bernoulli logit each) is what the
+    likelihood asks for (``Likelihood.parameter_channels``). Factorised decoders ignore ``pad``:
+    they decode the padding too, and the loss crops it. With ``num_classes`` the one-hot label
+    joins z: p(x | z, y).
+    """
     height, width, channels = image_shape
     if height % 4 or width % 4:
         raise ValueError(f"image side must be a multiple of 4 for two stride-2 layers, got {image_shape}")
     z = keras.Input(shape=(latent_dim,), name="z")
-    h = layers.Dense((height // 4) * (width // 4) * 64, activation="relu")(z)
+    inputs = [z]
+    h = layers.Dense((height // 4) * (width // 4) * 64, activation="relu")(_with_label(z, num_classes, inputs))
     h = layers.Reshape((height // 4, width // 4, 64))(h)  # (b, 8, 8, 64)
     h = layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu")(h)  # (b, 16, 16, 64)
     h = layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu")(h)  # (b, 32, 32, 32)
-    # No sigmoid: the decoder returns Bernoulli logits; images are sigmoid(logits).
-    logits = layers.Conv2DTranspose(channels, 3, padding="same", name="logits")(h)  # (b, 32, 32, 1)
-    return keras.Model(z, logits, name="decoder")
+    # No sigmoid: the decoder returns distribution parameters (Bernoulli logits); the
+    # observation model turns them into images.
+    logits = layers.Conv2DTranspose(out_channels or channels, 3, padding="same", name="logits")(h)  # (b, 32, 32, P)
+    return keras.Model(_inputs(inputs), logits, name="decoder")
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -117,16 +147,21 @@ def _residual(h, filters):
     return layers.ReLU()(layers.Add()([h, r]))
 
 
-def build_resnet_encoder(image_shape=(32, 32, 1), latent_dim=32):
-    """Seed-like convolutions plus a residual block, with no 16-unit bottleneck before the posterior."""
+def build_resnet_encoder(image_shape=(32, 32, 1), latent_dim=32, num_classes=0):
+    """Seed-like convolutions plus a residual block, with no 16-unit bottleneck before the posterior.
+
+    With ``num_classes`` the one-hot label joins the flattened features: q(z | x, y).
+    """
     images = keras.Input(shape=image_shape, name="images")  # (batch, 32, 32, c)
+    inputs = [images]
     h = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(images)  # (b, 16, 16, 32)
     h = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(h)  # (b, 8, 8, 64)
     h = _residual(h, 64)
     h = layers.Flatten()(h)  # (b, 4096) straight to the posterior, so 32-64 latents are not starved
+    h = _with_label(h, num_classes, inputs)
     z_mean = layers.Dense(latent_dim, name="z_mean")(h)
     z_log_var = layers.Dense(latent_dim, name="z_log_var")(h)
-    return keras.Model(images, [z_mean, z_log_var], name="encoder")
+    return keras.Model(_inputs(inputs), [z_mean, z_log_var], name="encoder")
 
 
 def _resnet_features(z, image_shape):
@@ -141,11 +176,14 @@ def _resnet_features(z, image_shape):
     return layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu")(h)  # (b, 32, 32, 32)
 
 
-def build_resnet_decoder(image_shape=(32, 32, 1), latent_dim=32):
-    """Residual decoder with a factorised Bernoulli output: z -> (b, 32, 32, c) logits."""
+def build_resnet_decoder(image_shape=(32, 32, 1), latent_dim=32, out_channels=None, pad=PAD, num_classes=0):
+    """Residual decoder of a factorised likelihood: z [, label] -> (b, 32, 32, out_channels) parameters (default: c logits)."""
     z = keras.Input(shape=(latent_dim,), name="z")
-    logits = layers.Conv2D(image_shape[-1], 3, padding="same", name="logits")(_resnet_features(z, image_shape))
-    return keras.Model(z, logits, name="decoder")
+    inputs = [z]
+    out_channels = out_channels or image_shape[-1]
+    features = _resnet_features(_with_label(z, num_classes, inputs), image_shape)
+    logits = layers.Conv2D(out_channels, 3, padding="same", name="logits")(features)
+    return keras.Model(_inputs(inputs), logits, name="decoder")
 
 
 def build_pixel_head(feature_shape, channels=1, filters=32, layers_b=2):
@@ -166,21 +204,27 @@ def build_pixel_head(feature_shape, channels=1, filters=32, layers_b=2):
     return keras.Model([features, image], logits, name="pixel_head")
 
 
-def build_resnet_ar_decoder(image_shape=(32, 32, 1), latent_dim=32):
+def build_resnet_ar_decoder(image_shape=(32, 32, 1), latent_dim=32, out_channels=None, pad=PAD, num_classes=0):
     """Residual decoder with an autoregressive (PixelCNN-style) output: [z, images] -> logits.
 
     The latent carries global shape; the causal head models what a factorised Bernoulli cannot,
     the dependence between neighbouring pixels (as in PixelVAE, Gulrajani et al., 2017). The head
     runs on the 28x28 pixels that are scored; the padding's logits are 0 and never used.
+    Inputs in the order ``VAE.decoder_inputs`` gives them.
     """
+    if out_channels not in (None, image_shape[-1]):
+        raise ValueError(f"the autoregressive head returns one logit per channel, not {out_channels} parameters")
     z = keras.Input(shape=(latent_dim,), name="z")
+    inputs = [z]
+    z_and_label = _with_label(z, num_classes, inputs)
     images = keras.Input(shape=image_shape, name="images")  # (b, 32, 32, c) the pixels being modelled
-    features = layers.Cropping2D(PAD, name="features")(_resnet_features(z, image_shape))  # (b, 28, 28, 32)
-    context = layers.Cropping2D(PAD)(images)  # (b, 28, 28, c)
+    inputs.append(images)
+    features = layers.Cropping2D(pad, name="features")(_resnet_features(z_and_label, image_shape))  # (b, 28, 28, 32)
+    context = layers.Cropping2D(pad)(images)  # (b, 28, 28, c)
     # Spatial sides left open so a sampler can run the head on the few rows a pixel depends on.
     head = build_pixel_head((None, None, features.shape[-1]), image_shape[-1])
-    logits = layers.ZeroPadding2D(PAD, name="logits")(head([features, context]))  # (b, 32, 32, c)
-    return keras.Model([z, images], logits, name="decoder")
+    logits = layers.ZeroPadding2D(pad, name="logits")(head([features, context]))  # (b, 32, 32, c)
+    return keras.Model(inputs, logits, name="decoder")
 
 
 def rows_seen_above(head):
@@ -189,23 +233,30 @@ def rows_seen_above(head):
 
 
 def autoregressive_parts(decoder):
-    """(z -> features model, causal head) of a ``build_resnet_ar_decoder`` decoder, for pixel-by-pixel sampling."""
-    return keras.Model(decoder.inputs[0], decoder.get_layer("features").output), decoder.get_layer("pixel_head")
+    """(z [, label] -> features model, causal head) of a ``build_resnet_ar_decoder`` decoder, for pixel-by-pixel sampling."""
+    latent_inputs = _inputs(decoder.inputs[:-1])  # all but the image, which comes last
+    return keras.Model(latent_inputs, decoder.get_layer("features").output), decoder.get_layer("pixel_head")
 
 
-def is_autoregressive(decoder):
-    """Whether ``decoder`` takes [z, images] (pixel i conditioned on pixels before it) rather than z alone."""
-    return len(decoder.inputs) == 2
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """An encoder/decoder pair and the kind of observation model its decoder can parameterise."""
+
+    build_encoder: typing.Callable
+    build_decoder: typing.Callable
+    autoregressive: bool = False  # the decoder reads the image (a causal head): only autoregressive likelihoods
+
+    def supports(self, likelihood):
+        """Whether this decoder can return ``likelihood``'s parameters (a ``LIKELIHOODS`` name)."""
+        return get_likelihood(likelihood).autoregressive == self.autoregressive
 
 
-# architecture name -> (encoder builder, decoder builder); new ones register here.
+# architecture name -> builders; new ones register here.
 ARCHITECTURES = {
-    "seed": (build_seed_encoder, build_seed_decoder),
-    "resnet": (build_resnet_encoder, build_resnet_decoder),
-    "resnet_ar": (build_resnet_encoder, build_resnet_ar_decoder),
+    "seed": Architecture(build_seed_encoder, build_seed_decoder),
+    "resnet": Architecture(build_resnet_encoder, build_resnet_decoder),
+    "resnet_ar": Architecture(build_resnet_encoder, build_resnet_ar_decoder, autoregressive=True),
 }
-# Decoders of these model binary pixels conditioned on earlier ones, so need --binarize dynamic.
-AUTOREGRESSIVE = {"resnet_ar"}
 
 
 # Compute precisions by name (Keras dtype policies). Weights and optimizer state are float32 in both.
@@ -238,18 +289,39 @@ def _inner_layers(model):
         yield from _inner_layers(layer)
 
 
-def build_vae(image_shape=(32, 32, 1), latent_dim=2, architecture="seed", seed=None, beta=1.0, precision="float32"):
-    """Build a VAE of the named architecture and ``precision`` with its variables created, ready to compile."""
+def default_likelihood(architecture, channels=1):
+    """The observation model an architecture uses when none is named: its head's, else by channel count."""
+    if ARCHITECTURES[architecture].autoregressive:
+        return "bernoulli_ar"
+    return "bernoulli" if channels == 1 else "logistic_mixture"
+
+
+def build_vae(image_shape=(32, 32, 1), latent_dim=2, architecture="seed", seed=None, beta=1.0, precision="float32",
+              likelihood=None, pad=PAD, kl_warmup=0, free_bits=0.0, num_classes=0):
+    """Build a VAE of the named architecture, observation model and ``precision``, variables created, ready to compile.
+
+    ``likelihood`` defaults to ``default_likelihood``; ``pad`` is the zero border of
+    ``image_shape`` that is not scored (``observation.Geometry.pad``); ``num_classes`` > 0 makes
+    a conditional VAE (the one-hot label enters encoder and decoder).
+    """
     try:
-        build_encoder, build_decoder = ARCHITECTURES[architecture]
+        arch = ARCHITECTURES[architecture]
     except KeyError:
         raise ValueError(
             f"unknown architecture {architecture!r}; choose one of {sorted(ARCHITECTURES)}"
         ) from None
-    encoder = build_encoder(image_shape, latent_dim)
-    decoder = build_decoder(image_shape, latent_dim)
-    vae = set_precision(VAE(encoder, decoder, seed=seed, beta=beta), precision)
-    vae(ops.zeros((1, *image_shape)))  # create every variable now so weights can be restored
+    likelihood = likelihood or default_likelihood(architecture, image_shape[-1])
+    model = get_likelihood(likelihood)
+    if not arch.supports(likelihood) or model.check(image_shape[-1]):
+        raise ValueError(f"architecture {architecture!r} with likelihood {likelihood!r} on {image_shape} images: "
+                         f"{model.check(image_shape[-1]) or 'the decoder cannot return its parameters'}")
+    encoder = arch.build_encoder(image_shape, latent_dim, num_classes=num_classes)
+    decoder = arch.build_decoder(image_shape, latent_dim, model.parameter_channels(image_shape[-1]), pad,
+                                 num_classes=num_classes)
+    vae = VAE(encoder, decoder, seed=seed, beta=beta, likelihood=likelihood, pad=pad, kl_warmup=kl_warmup,
+              free_bits=free_bits, num_classes=num_classes)
+    vae = set_precision(vae, precision)
+    vae(vae.model_inputs(ops.zeros((1, *image_shape)), ops.zeros((1,), "int32")))  # create every variable now
     return vae
 
 
@@ -257,48 +329,134 @@ def build_vae(image_shape=(32, 32, 1), latent_dim=2, architecture="seed", seed=N
 class VAE(keras.Model):
     """Encoder -> Sampling -> decoder; ``fit`` minimises the negative ELBO in nats per image.
 
-    ``call`` returns a dict: ``logits`` (batch, H, W, C), ``z_mean`` and ``z_log_var``
-    (batch, latent_dim).
+    ``call`` returns a dict: ``logits`` (batch, H, W, P), the distribution parameters of the
+    observation model ``likelihood`` (a name in ``observation.LIKELIHOODS``, for Bernoulli
+    pixels logits), and ``z_mean`` and ``z_log_var`` (batch, latent_dim). The model's kind is
+    these properties, saved with it: ``likelihood`` says whether the decoder reads the image.
     """
 
-    def __init__(self, encoder, decoder, seed=None, beta=1.0, **kwargs):
+    def __init__(self, encoder, decoder, seed=None, beta=1.0, likelihood="bernoulli", pad=PAD, kl_warmup=0,
+                 free_bits=0.0, num_classes=0, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
         self.seed = seed
+        # The training objective's KL control (losses.kl_weight, losses.free_bits_kl); reported
+        # losses are always the unweighted negative ELBO.
         self.beta = float(beta)
+        self.kl_warmup = int(kl_warmup)
+        self.free_bits = float(free_bits)
+        # Batches per epoch, which turns the optimizer's step counter into the warm-up's epoch.
+        # Set by whoever trains with a warm-up (train.py); not part of the saved model.
+        self.steps_per_epoch = None
+        self.likelihood = get_likelihood(likelihood).name
+        self.pad = int(pad)
+        self.num_classes = int(num_classes)  # > 0: a conditional VAE, labels one-hot into encoder and decoder
         self.sampling = Sampling(seed=seed, name="sampling")
         # Per-image means (the trackers are updated with (batch,) vectors), so a partial last
         # batch is weighted by its size, as Keras does for the total ``loss``.
         self.reconstruction_loss_tracker = keras.metrics.Mean(name="reconstruction_loss")
         self.kl_loss_tracker = keras.metrics.Mean(name="kl_loss")
+        # The unweighted negative ELBO: what the best checkpoint is chosen on, whatever beta,
+        # warm-up or free bits shape the training loss.
+        self.negative_elbo_tracker = keras.metrics.Mean(name="negative_elbo")
 
     @property
     def latent_dim(self):
         """Number of latent dimensions."""
-        return self.decoder.inputs[0].shape[-1]
+        return self.decoder.inputs[0].shape[-1]  # z is the decoder's first input in every kind
 
     @property
     def image_shape(self):
         """(height, width, channels) of the padded images the model takes."""
-        return tuple(self.encoder.inputs[0].shape[1:])
+        return tuple(self.encoder.inputs[0].shape[1:])  # the images are the encoder's first input
+
+    @property
+    def geometry(self):
+        """The ``observation.Geometry`` of the images: scored side and channels, and the padding around them."""
+        padded, _, channels = self.image_shape
+        return Geometry(side=padded - 2 * self.pad, channels=channels, pad=self.pad)
+
+    @property
+    def observation(self):
+        """The observation model (``observation.LIKELIHOODS[self.likelihood]``)."""
+        return get_likelihood(self.likelihood)
+
+    @property
+    def autoregressive(self):
+        """Whether the decoder reads the image beside z (pixel i conditioned on the pixels before it)."""
+        return self.observation.autoregressive
+
+    @property
+    def conditional(self):
+        """Whether encoder and decoder read the one-hot class label."""
+        return self.num_classes > 0
+
+    def one_hot(self, labels):
+        """Integer labels (n,) -> float32 one-hot (n, num_classes)."""
+        return ops.one_hot(ops.convert_to_tensor(labels, "int32"), self.num_classes)
+
+    def model_inputs(self, images, labels=None):
+        """What ``call`` takes: the images, or for a conditional model {"images", "labels" (one-hot)}."""
+        if not self.conditional:
+            return images
+        if labels is None:
+            raise ValueError("a conditional VAE needs the class labels of its images")
+        return {"images": images, "labels": self.one_hot(labels)}
+
+    def encoder_inputs(self, images, labels=None):
+        """The encoder's inputs in its order: the images, then a conditional model's one-hot labels."""
+        return [images, labels] if self.conditional else images
+
+    def decoder_inputs(self, z, images=None, labels=None):
+        """The decoder's inputs in its order: z, a conditional model's one-hot labels, an autoregressive one's images."""
+        inputs = [z]
+        if self.conditional:
+            if labels is None:
+                raise ValueError("a conditional VAE's decoder needs the one-hot labels to decode")
+            inputs.append(labels)
+        if self.autoregressive:
+            if images is None:
+                raise ValueError("an autoregressive decoder needs the images it models (or a sampler)")
+            inputs.append(images)
+        return inputs[0] if len(inputs) == 1 else inputs
 
     def call(self, inputs, training=False):
-        """Encode, sample one z per image, decode."""
-        z_mean, z_log_var = self.encoder(inputs, training=training)
+        """Encode, sample one z per image, decode. ``inputs``: see ``model_inputs``."""
+        images, labels = (inputs["images"], inputs["labels"]) if self.conditional else (inputs, None)
+        z_mean, z_log_var = self.encoder(self.encoder_inputs(images, labels), training=training)
         z = self.sampling([z_mean, z_log_var])
-        # An autoregressive decoder reads the image itself (causally masked) beside z.
-        logits = self.decoder([z, inputs] if is_autoregressive(self.decoder) else z, training=training)
+        logits = self.decoder(self.decoder_inputs(z, images, labels), training=training)
         return {"logits": logits, "z_mean": z_mean, "z_log_var": z_log_var}
 
+    def loss_terms(self, x, y_pred, beta=1.0):
+        """Per-image ``loss`` (reconstruction + ``beta`` KL), ``reconstruction_loss`` and ``kl_loss`` under this model's likelihood."""
+        return losses.vae_loss(x, y_pred["logits"], y_pred["z_mean"], y_pred["z_log_var"], beta=beta,
+                               pad=self.pad, likelihood=self.likelihood)
+
+    def kl_weight(self):
+        """This step's KL weight: ``beta``, warmed up over the first ``kl_warmup`` epochs of the optimizer's steps."""
+        if self.kl_warmup <= 0:
+            return self.beta
+        if not self.steps_per_epoch or self.optimizer is None:
+            raise ValueError("a KL warm-up counts epochs in optimizer steps: set vae.steps_per_epoch and compile")
+        epoch = ops.floor_divide(self.optimizer.iterations, self.steps_per_epoch)
+        return losses.kl_weight(epoch, self.beta, self.kl_warmup)
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Mean negative ELBO over the batch; also updates the named term trackers."""
+        """The training objective, averaged over the batch; also updates the named term trackers.
+
+        With beta 1, no warm-up and no free bits, it is the mean negative ELBO.
+        """
+        weight = self.kl_weight()
         target = x if y is None else y
-        terms = losses.vae_loss(
-            target, y_pred["logits"], y_pred["z_mean"], y_pred["z_log_var"], beta=self.beta
-        )
+        terms = self.loss_terms(target["images"] if self.conditional else target, y_pred, beta=weight)
         self.reconstruction_loss_tracker.update_state(terms["reconstruction_loss"])
         self.kl_loss_tracker.update_state(terms["kl_loss"])
+        self.negative_elbo_tracker.update_state(terms["reconstruction_loss"] + terms["kl_loss"])
+        if self.free_bits > 0:
+            kl_dims = losses.kl_per_dimension(y_pred["z_mean"], y_pred["z_log_var"])
+            return ops.mean(terms["reconstruction_loss"]) + weight * losses.free_bits_kl(kl_dims, self.free_bits)
         return ops.mean(terms["loss"])
 
     def get_config(self):
@@ -310,6 +468,11 @@ class VAE(keras.Model):
             "decoder": keras.saving.serialize_keras_object(self.decoder),
             "seed": self.seed,
             "beta": self.beta,
+            "likelihood": self.likelihood,
+            "pad": self.pad,
+            "kl_warmup": self.kl_warmup,
+            "free_bits": self.free_bits,
+            "num_classes": self.num_classes,
         }
 
     @classmethod
@@ -318,4 +481,8 @@ class VAE(keras.Model):
         config = dict(config)
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
         config["decoder"] = keras.saving.deserialize_keras_object(config["decoder"])
+        if "likelihood" not in config:
+            # Saved before the likelihood was a property (2026-11-25): then only resnet_ar's
+            # decoder took two inputs, [z, images], and the rest were Bernoulli on padded MNIST.
+            config["likelihood"] = "bernoulli_ar" if len(config["decoder"].inputs) == 2 else "bernoulli"
         return cls(**config)

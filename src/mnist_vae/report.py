@@ -7,17 +7,16 @@ import numpy as np
 from mnist_vae import inference, plots
 from mnist_vae.data import held_out_images
 from mnist_vae.errors import UserError
-from mnist_vae.observation import from_model_input
-from mnist_vae.rundir import RunDir, load_inference_models, locked, replace_atomically
+from mnist_vae.rundir import RunDir, load_inference_model, locked, replace_atomically
 
 # Free space ``write_plots`` asks for: the four PNGs take well under 1 MB at the largest grid.
 PLOT_BYTES = 10_000_000
 
 
-def build_figures(encoder, decoder, test, class_names, seed=0, grid_size=20, dims=(0, 1), n_examples=10):
+def build_figures(vae, test, class_names, seed=0, grid_size=20, dims=(0, 1), n_examples=10):
     """Figures of a trained model: name -> Figure (the manifold only for latent_dim >= 2)."""
-    latent_dim = decoder.inputs[0].shape[-1]
-    z_mean, _ = inference.encode(encoder, test.images)
+    latent_dim = vae.latent_dim
+    z_mean, _ = inference.encode(vae, test.images)
     if latent_dim == 2:
         points, axis_labels, title = z_mean, ("z[0]", "z[1]"), "Latent space: posterior means (test set)"
     elif latent_dim > 2:
@@ -31,25 +30,25 @@ def build_figures(encoder, decoder, test, class_names, seed=0, grid_size=20, dim
         z, values = inference.manifold_latents(grid_size, latent_dim, dims)
         extra = "" if latent_dim == 2 else f" (other {latent_dim - 2} dimensions at 0)"
         figures["manifold.png"] = plots.manifold_grid(
-            inference.decode(decoder, z, seed=seed), values, f"Decoded latent grid at Normal quantiles{extra}",
+            inference.decode(vae, z, seed=seed), values, f"Decoded latent grid at Normal quantiles{extra}",
             (f"z[{dims[0]}]", f"z[{dims[1]}]"),
         )
     # The first test image of each class, so every class appears once.
     picks = [int(np.flatnonzero(test.labels == c)[0]) for c in np.unique(test.labels)][:n_examples]
     originals = test.images[picks]
     figures["reconstructions.png"] = plots.reconstructions(
-        from_model_input(originals), inference.reconstruct(encoder, decoder, originals, seed=seed)
+        vae.geometry.from_model_input(originals), inference.reconstruct(vae, originals, seed=seed)
     )
     noise = inference.prior_noise(100, latent_dim, seed)
-    figures["samples.png"] = plots.samples(inference.decode(decoder, noise, seed=seed), cols=10)
+    figures["samples.png"] = plots.samples(inference.decode(vae, noise, seed=seed), cols=10)
     return figures
 
 
-def write_plots(run, encoder, decoder, test, class_names, config, dims=(0, 1), grid_size=None):
+def write_plots(run, vae, test, class_names, config, dims=(0, 1), grid_size=None):
     """Write every figure as a PNG in ``run.plots``; returns the paths written."""
     # A binarised model is shown the binary test images it is evaluated on, not grey levels.
     test = dataclasses.replace(test, images=held_out_images(test.images, config.binarize))
-    figures = build_figures(encoder, decoder, test, class_names, config.seed, grid_size or config.grid_size, dims)
+    figures = build_figures(vae, test, class_names, config.seed, grid_size or config.grid_size, dims)
     run.plots.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, fig in figures.items():
@@ -69,12 +68,12 @@ def plot_run(run_dir, dims=(0, 1), grid_size=None, data_dir=None):
     if grid_size is not None:
         check_range("--grid-size", grid_size, *BOUNDS["grid_size"])
     with locked(run, "vae plot"):
-        encoder, decoder = load_inference_models(run)
-        latent_dim = decoder.inputs[0].shape[-1]
+        vae = load_inference_model(run)
+        latent_dim = vae.latent_dim
         if latent_dim >= 2 and (not all(0 <= d < latent_dim for d in dims) or dims[0] == dims[1]):
             raise UserError(f"--dims must be two different latent dimensions in 0..{latent_dim - 1}, got {list(dims)}")
         run.check_writable()
         run.check_free_space(PLOT_BYTES)
         splits = load_splits(config.dataset, config.validation_size, limit=1, data_dir=data_dir)
-        return write_plots(run, encoder, decoder, splits.test, splits.spec.class_names, config, dims=dims,
+        return write_plots(run, vae, splits.test, splits.spec.class_names, config, dims=dims,
                            grid_size=grid_size)

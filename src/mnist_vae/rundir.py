@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover - Windows
 ROOT_FILES = ("checkpoint.keras", "config.json", "metrics.json", "history.csv", "evaluation.json")
 MODEL_FILES = ("vae.keras", "encoder.keras", "decoder.keras")
 PLOT_FILES = ("latent_scatter.png", "manifold.png", "reconstructions.png", "samples.png")
-TENSORBOARD_DIRS = ("train", "validation", "images")  # Keras' TensorBoard callback, then ours
+TENSORBOARD_DIRS = ("train", "validation", "images", "latent")  # Keras' TensorBoard callback, then ours
 LOCK_FILE = ".vae.lock"
 # TensorFlow's event files: events.out.tfevents.<time>.<host>.<pid>.<n>.v2
 _EVENT_FILE = re.compile(r"events\.out\.tfevents\.\d+\.\S+")
@@ -325,8 +325,8 @@ def load_model(path, compile=True):
         raise UserError(f"{path}: cannot load this Keras model ({first_line}); re-train or re-copy it") from None
 
 
-def load_inference_models(run):
-    """The run's (encoder, decoder), computing in float32 whatever precision they were trained in."""
+def load_inference_model(run):
+    """The run's final VAE (``models/vae.keras``: encoder, decoder and what kind they are), computing in float32."""
     from mnist_vae.models import set_precision
 
-    return tuple(set_precision(load_model(path, compile=False), "float32") for path in (run.encoder, run.decoder))
+    return set_precision(load_model(run.vae, compile=False), "float32")

@@ -12,14 +12,14 @@ import numpy as np
 from mnist_vae import callbacks as cbs
 from mnist_vae import report
 from mnist_vae.config import Config
-from mnist_vae.data import ImageBatches, held_out_images, load_splits
+from mnist_vae.data import ImageBatches, held_out_images, load_splits, one_hot
 from mnist_vae.errors import UserError
 from mnist_vae.evaluate import evaluate_losses
 from mnist_vae.models import build_vae, set_precision
 from mnist_vae.rundir import RunDir, locked, save_model_atomic, training_bytes, write_json_atomic, write_text_atomic
 
-UNITS = "nats per image, summed over the original 28x28 pixels"
 EVAL_BATCH_SIZE = 500
+LATENT_MONITOR_IMAGES = 1000  # validation images whose posteriors give the per-epoch active units and KL per dimension
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -86,24 +86,30 @@ def _train_locked(run, config, resume, data_dir, verbose, callbacks):
     # Data problems surface before anything is written, so a failed start leaves no half run.
     splits = load_splits(config.dataset, config.validation_size, config.limit, data_dir=data_dir)
     precision = resolve_precision(config.precision)
-    vae = build_vae(splits.train.images.shape[1:], config.latent_dim, config.architecture, seed=config.seed,
-                    precision=precision)
+    vae = build_vae(splits.spec.geometry.model_shape, config.latent_dim, config.architecture, seed=config.seed,
+                    precision=precision, likelihood=config.resolved_likelihood(), pad=splits.spec.geometry.pad,
+                    beta=config.beta, kl_warmup=config.kl_warmup, free_bits=config.free_bits,
+                    num_classes=len(splits.spec.class_names) if config.conditional else 0)
     run.check_writable()
     run.check_free_space(training_bytes(4 * vae.count_params(), config.epochs))
     start_run_dir(run, config, resume)
+    conditioning = (lambda split: one_hot(split.labels, vae.num_classes)) if vae.conditional else (lambda split: None)
     train_batches = ImageBatches(splits.train.images, config.batch_size, shuffle=True, seed=config.seed,
-                                 binarize=config.binarize == "dynamic")
+                                 binarize=config.binarize == "dynamic", labels=conditioning(splits.train))
     # Evaluation inputs: under --binarize dynamic, each split binarised once with a fixed seed.
     eval_images = {name: held_out_images(getattr(splits, name).images, config.binarize)
                    for name in ("train", "validation", "test")}
+    vae.steps_per_epoch = len(train_batches)  # the KL warm-up's epoch is the optimizer's step // this
     vae.compile(
         optimizer=make_optimizer(config, len(train_batches)),
         jit_compile=config.jit_compile,
         steps_per_execution=largest_divisor(len(train_batches), steps_per_execution(config)),
     )
     # Forward passes only: larger batches are faster and give the same per-image means.
-    val_batches = ImageBatches(eval_images["validation"], EVAL_BATCH_SIZE)
-    checkpoint = cbs.AtomicModelCheckpoint(str(run.checkpoint), monitor="val_loss", save_best_only=True)
+    val_batches = ImageBatches(eval_images["validation"], EVAL_BATCH_SIZE, labels=conditioning(splits.validation))
+    # Chosen on the unweighted negative ELBO: a warm-up's down-weighted KL would favour early epochs.
+    checkpoint = cbs.AtomicModelCheckpoint(str(run.checkpoint), monitor="val_negative_elbo", mode="min",
+                                           save_best_only=True)
 
     def restore_best(epoch, extra):
         checkpoint.best = extra.get("best_val_loss", checkpoint.best)
@@ -116,10 +122,14 @@ def _train_locked(run, config, resume, data_dir, verbose, callbacks):
     callback_list = [
         EpochTimer(),
         cbs.EpochSync(train_batches),
+        # Before the CSV and TensorBoard loggers, which write the scalars it adds to the epoch's logs.
+        cbs.LatentMonitor(eval_images["validation"][:LATENT_MONITOR_IMAGES],
+                          splits.validation.labels[:LATENT_MONITOR_IMAGES], run.logs),
         cbs.ResumableCSVLogger(str(run.history)),
         checkpoint,
         keras.callbacks.TerminateOnNaN(),
-        *cbs.tensorboard_callbacks(run.logs, eval_images["validation"][:10], config.seed, config.grid_size),
+        *cbs.tensorboard_callbacks(run.logs, eval_images["validation"][:10], splits.validation.labels[:10],
+                                   config.seed, config.grid_size),
         *callbacks,
         backup,  # last: the state it saves includes the epoch's checkpoint score and history row
     ]
@@ -133,7 +143,8 @@ def _train_locked(run, config, resume, data_dir, verbose, callbacks):
     )
     seconds = time.perf_counter() - start
     last = {name: values[-1] for name, values in history.history.items() if values}
-    diverged = {name: last[name] for name in ("loss", "val_loss") if name in last and not math.isfinite(last[name])}
+    diverged = {name: last[name] for name in ("loss", "val_negative_elbo")
+                if name in last and not math.isfinite(last[name])}
     if diverged:
         raise UserError(_divergence_message(run, checkpoint.best, history.epoch[-1] + 1, diverged))
 
@@ -147,16 +158,19 @@ def _train_locked(run, config, resume, data_dir, verbose, callbacks):
     metrics = {
         "dataset": config.dataset,
         "precision": precision,
-        "units": UNITS,
+        "units": f"nats per image, summed over the original {vae.geometry.describe()}",
         "epochs": config.epochs,
         "best_val_loss": None if checkpoint.best is None else float(checkpoint.best),
         "fit_seconds_this_session": round(seconds, 2),
         "seconds_per_epoch": _mean_epoch_seconds(history),
         "binarize": config.binarize,
-        **{name: evaluate_losses(vae, images, EVAL_BATCH_SIZE) for name, images in eval_images.items()},
+        "likelihood": vae.likelihood,
+        "conditional": vae.conditional,
+        **{name: evaluate_losses(vae, images, EVAL_BATCH_SIZE, getattr(splits, name).labels)
+           for name, images in eval_images.items()},
     }
     write_json_atomic(run.metrics, metrics)
-    report.write_plots(run, vae.encoder, vae.decoder, splits.test, splits.spec.class_names, config)
+    report.write_plots(run, vae, splits.test, splits.spec.class_names, config)
     # Only now is everything written: the resume state is no longer needed.
     run.remove_backup()
     return metrics
