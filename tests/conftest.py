@@ -51,6 +51,7 @@ PROMISED = [
     "models/vae.keras", "models/encoder.keras", "models/decoder.keras", "checkpoint.keras",
     "config.json", "metrics.json", "history.csv",
     "plots/latent_scatter.png", "plots/manifold.png", "plots/reconstructions.png", "plots/samples.png",
+    "plots/interpolation.png",
 ]
 
 

@@ -99,7 +99,7 @@ def test_limit_takes_the_first_training_images_and_never_touches_validation():
 
 
 def test_unknown_dataset_lists_the_choices():
-    with pytest.raises(data.UserError, match=r"choose one of \['fashion_mnist', 'mnist'\]"):
+    with pytest.raises(data.UserError, match=r"choose one of \['cifar10', 'colour_mnist', 'fashion_mnist', 'mnist'\]"):
         data.get_spec("cifar")
 
 

@@ -74,8 +74,11 @@ def _weights_of(path):
 
 
 @pytest.mark.slow
-def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path):
-    config = tiny_config(epochs=3)
+@pytest.mark.parametrize("extra", [{}, {"conditional": True, "kl_warmup": 2, "free_bits": 0.05}],
+                         ids=["plain", "conditional-warmup-freebits"])
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, extra):
+    # The warm-up is a function of the epoch (the optimizer's step counter): a resumed run follows the same curve.
+    config = tiny_config(epochs=3, **extra)
     train(config, tmp_path / "straight", verbose=0)
 
     out = tmp_path / "interrupted"
@@ -188,7 +191,7 @@ def test_plot_command_redraws_the_pictures(trained_run, tmp_path):
     result = run_cli("plot", out, "--grid-size", "5")
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in (out / "plots").iterdir()) == sorted(
-        ["latent_scatter.png", "manifold.png", "reconstructions.png", "samples.png"])
+        ["interpolation.png", "latent_scatter.png", "manifold.png", "reconstructions.png", "samples.png"])
     bad = run_cli("plot", out, "--dims", "0", "7")
     assert bad.returncode == 2 and "--dims" in bad.stderr
 

@@ -64,7 +64,7 @@ RUN_DIR_HELP = "run directory written by `vae train`"
 def build_parser():
     """The argument parser of ``vae``."""
     parser = Parser(prog="vae", description="Variational autoencoders on MNIST-family images.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,plot,evaluate}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,plot,evaluate,classifier}")
 
     train = sub.add_parser("train", help="train a VAE and write models, checkpoint, logs, plots, metrics")
     train.add_argument("--out", default=".", type=Path, help="run directory (default: the current directory)")
@@ -96,6 +96,26 @@ def build_parser():
     evaluate.add_argument("--limit", type=int, help="evaluate only the first N images of the split")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default: 0)")
     evaluate.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
+    evaluate.add_argument("--sample-quality", action="store_true",
+                          help="instead of likelihoods: the dataset classifier's accuracy on 10,000 class-conditional "
+                               "samples (conditional models) and the Fréchet distance of 10,000 samples to the test "
+                               "set in its features; writes DIR/sample_quality.json")
+    evaluate.add_argument("--classifier", type=Path,
+                          help="classifier .keras file for --sample-quality (default: the one `vae classifier train` saved)")
+
+    classifier = sub.add_parser("classifier", help="the per-dataset CNN that scores sample quality")
+    classifier_sub = classifier.add_subparsers(dest="action", required=True, metavar="{train}")
+    classifier_train = classifier_sub.add_parser("train", help="train it on the 60,000 training images and save it")
+    from mnist_vae.data import DATASETS
+
+    classifier_train.add_argument("--dataset", default="mnist", choices=sorted(DATASETS), help="(default: mnist)")
+    classifier_train.add_argument("--epochs", type=int, default=8, help="passes over the training images (default: 8)")
+    classifier_train.add_argument("--out", type=Path,
+                                  help="where to save it (default: the cache folder `vae evaluate` looks in)")
+    classifier_train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    classifier_train.add_argument("--limit", type=int, help="train on only the first N training images (quick runs)")
+    classifier_train.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
+    classifier_train.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -140,12 +160,34 @@ def run_plot(args):
 
 def run_evaluate(args):
     """``vae evaluate DIR``."""
-    from mnist_vae.evaluate import evaluate_run, format_table
+    from mnist_vae.evaluate import evaluate_run, format_table, sample_quality_run
 
+    if args.sample_quality:
+        from mnist_vae.quality import format_quality
+
+        print(format_quality(sample_quality_run(args.dir, args.classifier, args.seed, args.data_dir)))
+        print(f"wrote {args.dir / 'sample_quality.json'}")
+        return
+    if args.classifier is not None:
+        raise UserError("--classifier is read by --sample-quality; add it")
     result = evaluate_run(args.dir, args.split, args.iw_samples, args.batch_size, args.chunk_size,
                           args.limit, args.seed, args.data_dir)
     print(format_table(result))
     print(f"wrote {args.dir / 'evaluation.json'}")
+
+
+def run_classifier(args):
+    """``vae classifier train``."""
+    from mnist_vae.config import BOUNDS, check_range
+    from mnist_vae.quality import train_classifier
+
+    check_range("--epochs", args.epochs, 1, 1000)
+    check_range("--seed", args.seed, *BOUNDS["seed"])
+    if args.limit is not None:
+        check_range("--limit", args.limit, 1, BOUNDS["limit"][1])
+    path, accuracy = train_classifier(args.dataset, args.out, args.epochs, seed=args.seed, data_dir=args.data_dir,
+                                      verbose=0 if args.quiet else "auto", limit=args.limit)
+    print(f"{args.dataset} classifier: test accuracy {accuracy:.2%}; saved {path}")
 
 
 def _has_resume_state(run_dir):
@@ -157,7 +199,7 @@ def _has_resume_state(run_dir):
         return False
 
 
-COMMANDS = {"train": run_train, "plot": run_plot, "evaluate": run_evaluate}
+COMMANDS = {"train": run_train, "plot": run_plot, "evaluate": run_evaluate, "classifier": run_classifier}
 
 
 def main(argv=None):

@@ -9,11 +9,15 @@ import dataclasses
 import gzip
 import hashlib
 import importlib.resources
+import io
 import math
 import os
 import shutil
+import pickle
 import struct
+import tarfile
 import tempfile
+import typing
 import urllib.error
 import urllib.request
 import zlib
@@ -23,7 +27,7 @@ import keras
 import numpy as np
 
 from mnist_vae.errors import UserError
-from mnist_vae.observation import GREY_28, Geometry
+from mnist_vae.observation import COLOUR_32, GREY_28, Geometry
 
 ENV_DATA_DIR = "MNIST_VAE_DATA"
 # --binarize choices. "dynamic" (Burda et al., 2015): training pixels are redrawn as Bernoulli
@@ -142,6 +146,8 @@ class DatasetSpec:
     install_hint: str = ""
     urls: tuple = ()  # base URLs to download "<file>.gz" from, tried in order
     geometry: Geometry = GREY_28  # image side, channels and the models' padding (observation.Geometry)
+    reader: str = "idx"  # READERS key: how the located files become uint8 images and labels
+    download_suffix: str = ".gz"  # a file is downloaded as URL + name + this (IDX files are served gzipped)
 
     def file_names(self):
         """The four IDX file names (without ".gz")."""
@@ -164,7 +170,7 @@ def _idx_sizes(n_train, n_test):
     }
 
 
-# name -> spec; a new MNIST-format dataset is one entry here.
+# name -> spec; a new dataset is one entry here (and a new file format one entry in READERS).
 DATASETS = {
     "mnist": DatasetSpec(
         name="mnist",
@@ -201,7 +207,24 @@ DATASETS = {
         urls=("https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
               "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"),
     ),
+    # The python-version archive: 50,000 training and 10,000 test 32x32 RGB images in 10 classes.
+    "cifar10": DatasetSpec(
+        name="cifar10",
+        files={"archive": ("cifar-10-python.tar.gz",)},
+        sha256={"cifar-10-python.tar.gz": "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"},
+        sizes={"cifar-10-python.tar.gz": 170_498_071},  # the archive itself (checked as a whole)
+        class_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        install_hint="download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz into that folder",
+        urls=("https://www.cs.toronto.edu/~kriz/",),
+        geometry=COLOUR_32,
+        reader="cifar_python",
+        download_suffix="",
+    ),
 }
+# MNIST digits and backgrounds in seeded colours, 32x32x3 (data.colourise): built from the MNIST
+# files, found and checked exactly as MNIST's are.
+DATASETS["colour_mnist"] = dataclasses.replace(DATASETS["mnist"], name="colour_mnist", geometry=COLOUR_32,
+                                               reader="colour_mnist")
 
 
 def get_spec(name):
@@ -306,9 +329,9 @@ def fetch(spec, target, urls, timeout=60):
                 continue
             errors = []
             for base in urls:
-                url = base.rstrip("/") + f"/{name}.gz"
+                url = base.rstrip("/") + f"/{name}{spec.download_suffix}"
                 try:
-                    _download_verified(url, target / f"{name}.gz", spec.sha256.get(name), timeout, spec.sizes.get(name))
+                    _download_verified(url, target / f"{name}{spec.download_suffix}", spec, name, timeout)
                     break
                 except (urllib.error.URLError, OSError, DataError) as e:
                     errors.append(f"{url}: {getattr(e, 'reason', e)}")
@@ -319,17 +342,18 @@ def fetch(spec, target, urls, timeout=60):
     return target
 
 
-def _download_verified(url, dest, sha256, timeout, max_bytes=None):
-    """Stream ``url`` to a temporary file beside ``dest``, check it, then rename into place.
+def _download_verified(url, dest, spec, name, timeout):
+    """Stream ``url`` to a temporary file beside ``dest``, check it as ``spec``'s reader does, then rename into place.
 
-    With ``max_bytes`` (the decompressed size), a response longer than any gzip of that content
-    is cut off, so a wrong or hostile server cannot fill the disk.
+    A response longer than the file can be (``spec.sizes``, plus gzip's slack) is cut off, so a
+    wrong or hostile server cannot fill the disk.
     """
+    max_bytes = spec.sizes.get(name)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             _copy_at_most(response, out, None if max_bytes is None else max_bytes + _GZIP_SLACK, url)
-        read_idx(tmp, sha256=sha256, max_bytes=max_bytes)  # raises DataError on a corrupt or wrong file
+        READERS[spec.reader].verify(tmp, spec, name)  # raises DataError on a corrupt or wrong file
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
@@ -380,7 +404,7 @@ def held_out_images(images, binarize):
 
 
 def load_raw(spec, split, folder):
-    """uint8 images (n, 28, 28) and labels (n,) of one split, checksums verified."""
+    """uint8 images (n, side, side) and labels (n,) of one split of an IDX dataset, checksums verified."""
     image_file, label_file = spec.files[split]
     images, labels = (read_idx(_find_file(folder, name), ndim=ndim, sha256=spec.sha256.get(name),
                                max_bytes=spec.sizes.get(name))
@@ -391,17 +415,162 @@ def load_raw(spec, split, folder):
                         f"found {images.dtype} {images.shape[1:]}")
     if len(images) != len(labels):
         raise DataError(f"{folder}: {len(images)} {split} images but {len(labels)} labels")
-    if len(labels) and int(labels.max()) >= len(spec.class_names):
-        raise DataError(f"{folder}/{label_file}: label {int(labels.max())} outside 0..{len(spec.class_names) - 1}")
+    _check_labels(spec, labels, f"{folder}/{label_file}")
     return images, labels
+
+
+def _check_labels(spec, labels, where):
+    if len(labels) and int(labels.max()) >= len(spec.class_names):
+        raise DataError(f"{where}: label {int(labels.max())} outside 0..{len(spec.class_names) - 1}")
+
+
+def _read_idx_dataset(spec, folder):
+    return load_raw(spec, "train", folder), load_raw(spec, "test", folder)
+
+
+def _verify_idx(path, spec, name):
+    read_idx(path, sha256=spec.sha256.get(name), max_bytes=spec.sizes.get(name))
+
+
+# --- CIFAR-10, python version: one tar.gz of pickled batches (https://www.cs.toronto.edu/~kriz/cifar.html) ---
+
+CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
+_CIFAR_TRAIN = tuple(f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6))
+_CIFAR_TEST = ("cifar-10-batches-py/test_batch",)
+_CIFAR_MEMBER_BYTES = 32_000_000  # a batch of 10,000 images is 30.7 MB pickled; refuse anything larger
+
+
+def _verify_archive(path, spec, name):
+    """Size and SHA-256 of a whole archive file (an archive is checked as it is, not decompressed)."""
+    expected_size, expected = spec.sizes.get(name), spec.sha256.get(name)
+    size = os.path.getsize(path)
+    if expected_size is not None and size != expected_size:
+        raise DataError(f"{path}: {size:,} bytes, but {name} has {expected_size:,}; it is a different file or "
+                        "damaged: delete it and fetch it again")
+    if expected is not None:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        if digest.hexdigest() != expected:
+            raise DataError(f"{path}: checksum mismatch (SHA-256 {digest.hexdigest()[:12]}..., expected "
+                            f"{expected[:12]}...); the file is corrupt or a different dataset: delete it and fetch it again")
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles only what a CIFAR batch holds (dicts, lists, bytes, NumPy arrays): never arbitrary code."""
+
+    # NumPy's array reconstruction, and _codecs.encode, which Python 3's protocol-2 pickles use
+    # to spell bytes (the official archive was written by Python 2; both must read).
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR batch holds only arrays")
+        return super().find_class(module, name)
+
+
+def _read_batch(archive, tar, member_name):
+    try:
+        member = tar.getmember(member_name)
+    except KeyError:
+        raise DataError(f"{archive}: no {member_name} inside; not the CIFAR-10 python-version archive") from None
+    if not member.isfile() or member.size > _CIFAR_MEMBER_BYTES:
+        raise DataError(f"{archive}: {member_name} is not a CIFAR batch (a file of at most "
+                        f"{_CIFAR_MEMBER_BYTES:,} bytes)")
+    try:
+        batch = _BatchUnpickler(io.BytesIO(tar.extractfile(member).read(_CIFAR_MEMBER_BYTES + 1)),
+                                encoding="bytes").load()
+        data, labels = batch[b"data"], batch[b"labels"]
+        images = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # planes -> HWC
+        labels = np.asarray(labels, dtype=np.int64)
+    except DataError:
+        raise
+    except Exception as e:  # a damaged or foreign pickle raises many types
+        raise DataError(f"{archive}: {member_name} is not a readable CIFAR batch ({type(e).__name__}: "
+                        f"{str(e)[:80]}); delete the archive and fetch it again") from None
+    if len(images) != len(labels) or np.asarray(data).size != len(labels) * 3072:
+        raise DataError(f"{archive}: {member_name} holds {len(labels)} labels for {np.asarray(data).size} bytes "
+                        "of images (3,072 per image)")
+    return images, labels
+
+
+def _read_cifar_dataset(spec, folder):
+    """(train, test) of the python-version archive in ``folder``, checksum verified first."""
+    archive = _find_file(folder, CIFAR_ARCHIVE)
+    _verify_archive(archive, spec, CIFAR_ARCHIVE)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            splits = [[_read_batch(archive, tar, m) for m in members] for members in (_CIFAR_TRAIN, _CIFAR_TEST)]
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise DataError(f"{archive}: not a readable tar.gz archive ({e}); delete it and fetch it again") from None
+    result = []
+    for batches in splits:
+        images = np.concatenate([b[0] for b in batches])
+        labels = np.concatenate([b[1] for b in batches])
+        if labels.min(initial=0) < 0:
+            raise DataError(f"{archive}: negative class label {int(labels.min())}")
+        labels = labels.astype(np.uint8)
+        _check_labels(spec, labels, str(archive))
+        result.append((images, labels))
+    return tuple(result)
+
+
+# --- Colour MNIST: built from MNIST, deterministically (the colour path's dataset on machines without CIFAR) ---
+
+COLOUR_SEED = 20261125
+
+
+def colourise(images, split):
+    """uint8 grey digits (n, 28, 28) -> uint8 colour images (n, 32, 32, 3), a fixed function of (split, image index).
+
+    Each image gets a background colour ``bg`` (uniform over 0..255 per channel) and a digit
+    colour ``fg = (bg + 128 + d) mod 256`` per channel with ``d`` uniform over -64..63, so every
+    channel of the digit differs from the background by at least 64 levels. Both come from
+    ``numpy.random.default_rng([COLOUR_SEED, s])`` with s = 0 for train, 1 for test, drawn
+    as one (n, 2, 3) array of integers (background, then offset). The digit is padded by 2
+    background pixels to 32x32 and blended in integers: pixel = bg + (fg - bg) * grey / 255,
+    rounded half up.
+    """
+    rng = np.random.default_rng([COLOUR_SEED, {"train": 0, "test": 1}[split]])
+    draws = rng.integers(0, 256, size=(len(images), 2, 3))
+    bg = draws[:, 0]
+    fg = (bg + 128 + draws[:, 1] % 128 - 64) % 256
+    # Each image's 256 grey levels -> colours, as a table (n, 256, 3); then one gather per pixel.
+    levels = np.arange(256)[None, :, None]
+    table = (bg[:, None, :] + np.floor_divide(2 * (fg - bg)[:, None, :] * levels + 255, 510)).astype(np.uint8)
+    grey = np.pad(images, ((0, 0), (2, 2), (2, 2))).reshape(len(images), -1)  # (n, 1024)
+    rows = (np.arange(len(images), dtype=np.int64) * 256)[:, None] + grey  # row of each pixel in the flat table
+    return np.take(table.reshape(-1, 3), rows.ravel(), axis=0).reshape(len(images), 32, 32, 3)
+
+
+def _read_colour_mnist(spec, folder):
+    return tuple((colourise(images, split), labels)
+                 for split, (images, labels) in zip(("train", "test"), _read_idx_dataset(DATASETS["mnist"], folder)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Reader:
+    """How a dataset format turns located files into ((train images, labels), (test images, labels)), and checks a download."""
+
+    read: typing.Callable
+    verify: typing.Callable
+
+
+# format name -> reader; DatasetSpec.reader picks one.
+READERS = {
+    "idx": Reader(_read_idx_dataset, _verify_idx),
+    "cifar_python": Reader(_read_cifar_dataset, _verify_archive),
+    "colour_mnist": Reader(_read_colour_mnist, _verify_idx),
+}
 
 
 def load_splits(dataset="mnist", validation_size=5000, limit=None, data_dir=None, download=True):
     """Load a registered dataset: train (first N - validation_size, then ``limit``), validation, test."""
     spec = get_spec(dataset)
     folder = locate(spec, data_dir=data_dir, download=download)
-    train_images, train_labels = load_raw(spec, "train", folder)
-    test_images, test_labels = load_raw(spec, "test", folder)
+    (train_images, train_labels), (test_images, test_labels) = READERS[spec.reader].read(spec, folder)
     n = len(train_images)
     if not 0 < validation_size < n:
         raise UserError(f"--validation-size must be between 1 and {n - 1}, got {validation_size}")

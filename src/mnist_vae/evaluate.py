@@ -14,9 +14,8 @@ import math
 import numpy as np
 from keras import ops
 
-from mnist_vae import losses
+from mnist_vae import inference, losses
 from mnist_vae.data import ImageBatches, one_hot
-from mnist_vae.inference import active_units
 
 
 def evaluate_losses(vae, images, batch_size=128, labels=None):
@@ -37,24 +36,31 @@ def evaluate_losses(vae, images, batch_size=128, labels=None):
     return {name: sums[name] / len(images) for name in ("loss", "reconstruction_loss", "kl_loss")}
 
 
-def log_weights(vae, x, z_mean, z_log_var, eps):
+def log_weights(vae, x, z_mean, z_log_var, eps, y=None):
     """For K draws per image: (log p(x, z_k) - log q(z_k|x), log p(x|z_k)), each (K, B) nats.
 
     ``x`` (B, H, W, C) model-ready images; ``z_mean``, ``z_log_var`` (B, L) from the encoder;
-    ``eps`` (K, B, L) standard normal noise.
+    ``eps`` (K, B, L) standard normal noise; ``y`` (B, classes) one-hot labels of a conditional
+    model, which then scores p(x, z | y) / q(z | x, y).
     """
     k, b, latent_dim = eps.shape
     z = z_mean[None] + ops.exp(0.5 * z_log_var)[None] * eps  # (K, B, L)
     z_flat = ops.reshape(z, (k * b, latent_dim))
     # An autoregressive decoder scores x given z in one pass, reading the K copies of x it is conditioned on.
-    x_rep = ops.reshape(ops.tile(x[None], (k, 1, 1, 1, 1)), (k * b, *x.shape[1:])) if vae.autoregressive else None
-    logits = vae.decoder(vae.decoder_inputs(z_flat, x_rep), training=False)  # (K*B, H, W, P)
+    x_rep = _repeat(x, k) if vae.autoregressive else None
+    y_rep = _repeat(y, k) if vae.conditional else None
+    logits = vae.decoder(vae.decoder_inputs(z_flat, x_rep, y_rep), training=False)  # (K*B, H, W, P)
     # x broadcasts against the K decodings: (1, B, H, W, C) vs (K, B, H, W, P) -> (K, B).
     log_px_z = -losses.reconstruction_loss(x[None], ops.reshape(logits, (k, b, *logits.shape[1:])), vae.pad,
                                            vae.likelihood)
     log_pz = losses.standard_normal_log_prob(z)  # (K, B)
     log_qz = losses.gaussian_log_prob(z, z_mean[None], z_log_var[None])  # (K, B)
     return log_px_z + log_pz - log_qz, log_px_z
+
+
+def _repeat(t, k):
+    """(B, ...) -> (K*B, ...): K copies of the batch, copy-major (as z is flattened)."""
+    return ops.reshape(ops.tile(t[None], (k,) + (1,) * len(t.shape)), (k * t.shape[0], *t.shape[1:]))
 
 
 def _noise(seed, batch_start, first, last, batch, latent_dim):
@@ -68,27 +74,32 @@ def _noise(seed, batch_start, first, last, batch, latent_dim):
     ])
 
 
-def importance_weighted(vae, images, k=1000, batch_size=100, chunk_size=100, seed=0):
+def importance_weighted(vae, images, k=1000, batch_size=100, chunk_size=100, seed=0, labels=None):
     """Per-image IW bound on -log p(x) and Monte-Carlo reconstruction term, each (n,) nats.
 
-    Memory is O(batch_size * chunk_size) images whatever ``k``; chunks are combined with a
-    numerically stable log-sum-exp.
+    For a conditional model, the bound on -log p(x | y) with ``labels`` (n,) integers (or one
+    label for all). Memory is O(batch_size * chunk_size) images whatever ``k``; chunks are
+    combined with a numerically stable log-sum-exp.
     """
     if k < 1 or batch_size < 1 or chunk_size < 1:
         raise ValueError("k, batch_size and chunk_size must be at least 1")
     latent_dim = vae.latent_dim
+    conditioning = None
+    if vae.conditional:
+        conditioning = one_hot(np.broadcast_to(np.asarray(labels), (len(images),)), vae.num_classes)
     nll = np.empty(len(images), np.float64)
     reconstruction = np.empty(len(images), np.float64)
     for start in range(0, len(images), batch_size):
         x = ops.convert_to_tensor(images[start:start + batch_size])
         b = int(x.shape[0])
-        z_mean, z_log_var = vae.encoder(x, training=False)  # q(z|x) is fixed for the batch: encode once
+        y = None if conditioning is None else ops.convert_to_tensor(conditioning[start:start + batch_size])
+        z_mean, z_log_var = vae.encoder(vae.encoder_inputs(x, y), training=False)  # q(z|x) fixed for the batch
         running = np.full(b, -np.inf)  # log sum_k w_k so far
         rec_sum = np.zeros(b)
         for first in range(0, k, chunk_size):
             last = min(k, first + chunk_size)
             eps = ops.convert_to_tensor(_noise(seed, start, first, last, b, latent_dim))
-            log_w, log_px_z = log_weights(vae, x, z_mean, z_log_var, eps)
+            log_w, log_px_z = log_weights(vae, x, z_mean, z_log_var, eps, y)
             chunk = ops.convert_to_numpy(ops.logsumexp(log_w, axis=0)).astype(np.float64)
             running = np.logaddexp(running, chunk)
             rec_sum -= ops.convert_to_numpy(ops.sum(log_px_z, axis=0)).astype(np.float64)
@@ -156,8 +167,22 @@ def _evaluate_locked(run, config, split, k, batch_size, chunk_size, limit, seed,
     images, labels = held_out_images(chosen.images, config.binarize)[:limit], chosen.labels[:limit]
 
     start = time.perf_counter()
-    nll, reconstruction = importance_weighted(vae, images, k, batch_size, chunk_size, seed)
-    z_mean, z_log_var = vae.encoder.predict(images, batch_size=500, verbose=0)
+    extra = {}
+    if vae.conditional:
+        # -log p(x | y) for each label y (the same noise for every label), then
+        # -log p(x) = -log sum_y p(y) p(x | y) with a uniform p(y), by log-sum-exp.
+        per_label = [importance_weighted(vae, images, k, batch_size, chunk_size, seed, labels=c)
+                     for c in range(vae.num_classes)]
+        log_px_y = -np.stack([nll_c for nll_c, _ in per_label])  # (classes, n)
+        rows = np.arange(len(images))
+        nll_given_label = -log_px_y[labels, rows]
+        reconstruction = np.stack([rec for _, rec in per_label])[labels, rows]
+        nll = -(np.logaddexp.reduce(log_px_y, axis=0) - math.log(vae.num_classes))
+        extra = {"iw_nll_given_label": float(nll_given_label.mean()),
+                 "label_posterior_accuracy": float((log_px_y.argmax(axis=0) == labels).mean())}
+    else:
+        nll, reconstruction = importance_weighted(vae, images, k, batch_size, chunk_size, seed)
+    z_mean, z_log_var = inference.encode(vae, images, labels, batch_size=500)
     # predict returns NumPy arrays; tensors again, since NumPy-tensor arithmetic fails on torch.
     kl_dims = losses.kl_per_dimension(ops.convert_to_tensor(z_mean), ops.convert_to_tensor(z_log_var))
     kl_dims = ops.convert_to_numpy(kl_dims).astype(np.float64)  # (n, L)
@@ -185,16 +210,37 @@ def _evaluate_locked(run, config, split, k, batch_size, chunk_size, limit, seed,
         "seed": seed,
         "likelihood": vae.likelihood,
         "units": f"nats per image on the {vae.geometry.describe()} (bits_per_dim: bits per scored sub-pixel)",
+        "conditional": vae.conditional,
         **summary(everything),
+        **extra,
         "iw_nll_bits_per_dim": float(bits_per_dim(nll.mean(), vae.geometry.scored_dims)),
         "per_class": {
             splits.spec.class_names[c]: summary(labels == c) for c in np.unique(labels)
         },
-        "active_units": int(active_units(z_mean).sum()),
+        "active_units": int(inference.active_units(z_mean).sum()),
         "kl_per_dimension": [float(v) for v in kl_dims.mean(axis=0)],
         "seconds": round(seconds, 1),
     }
     write_json_atomic(run.evaluation, result)
+    return result
+
+
+def sample_quality_run(run_dir, classifier_path=None, seed=0, data_dir=None):
+    """``vae evaluate DIR --sample-quality``: ``quality.sample_quality`` of the run's final model, into ``sample_quality.json``."""
+    from mnist_vae import quality
+    from mnist_vae.config import BOUNDS, check_range
+    from mnist_vae.rundir import RunDir, load_inference_model, locked, write_json_atomic
+
+    check_range("--seed", seed, *BOUNDS["seed"])
+    run = RunDir(run_dir)
+    config = run.load_config()
+    with locked(run, "vae evaluate"):
+        vae = load_inference_model(run)
+        classifier = quality.load_classifier(config.dataset, classifier_path)
+        run.check_writable()
+        run.check_free_space(1_000_000)
+        result = quality.sample_quality(vae, config, classifier, seed=seed, data_dir=data_dir)
+        write_json_atomic(run.sample_quality, result)
     return result
 
 
@@ -222,4 +268,8 @@ def format_table(result):
                      f"{r['kl_loss']:7.2f} {r['iw_nll']:9.2f}")
     lines.append(f"IW-NLL {result['iw_nll_bits_per_dim']:.4f} bits/dim; active units "
                  f"{result['active_units']}/{len(result['kl_per_dimension'])}")
+    if result.get("conditional"):
+        lines.append(f"conditional: IW-NLL is -log p(x) = -log mean_y p(x|y); -log p(x|y) with the true label "
+                     f"{result['iw_nll_given_label']:.2f}; argmax_y p(x|y) is the label for "
+                     f"{result['label_posterior_accuracy']:.1%} of images; -ELBO and terms are given the true label")
     return "\n".join(lines)

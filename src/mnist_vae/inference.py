@@ -19,8 +19,10 @@ def _one_hot(vae, labels, n):
         return None
     if labels is None:
         raise ValueError("a conditional VAE needs a class label per image")
-    labels = np.broadcast_to(np.asarray(labels), (n,))
-    return np.eye(vae.num_classes, dtype=np.float32)[labels.astype(np.int64)]
+    labels = np.asarray(labels)
+    if labels.ndim == 2:  # already (n, classes) rows: one-hot, or a mixture of labels (interpolation)
+        return labels.astype(np.float32)
+    return np.eye(vae.num_classes, dtype=np.float32)[np.broadcast_to(labels, (n,)).astype(np.int64)]
 
 
 def encode(vae, images, labels=None, batch_size=512):
@@ -33,7 +35,8 @@ def encode(vae, images, labels=None, batch_size=512):
 def decode(vae, z, labels=None, batch_size=512, seed=0):
     """Mean images (n, h, w, c) in [0, 1] for latents z (n, latent_dim), padding removed.
 
-    A conditional model decodes each z with its label (``labels``: (n,) integers, or one for all).
+    A conditional model decodes each z with its label (``labels``: (n,) integers, one for all,
+    or (n, classes) rows of label weights).
     For an autoregressive decoder, the means p(x_ij = 1 | x_<ij, z) along one ancestral sample
     drawn with ``seed`` (the same seed gives the same pictures at every epoch).
     """
@@ -107,6 +110,12 @@ def manifold_latents(grid_size, latent_dim=2, dims=(0, 1)):
 def active_units(z_mean, threshold=0.01):
     """Dimensions d whose Cov_x(E_q[z_d]) exceeds ``threshold`` (Burda et al.): a (L,) bool mask."""
     return np.var(np.asarray(z_mean, np.float64), axis=0) > threshold
+
+
+def interpolation_latents(z_start, z_end, steps):
+    """Straight lines from each ``z_start`` row to the matching ``z_end`` row: (pairs, steps, L), ends included."""
+    t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[None, :, None]
+    return (1.0 - t) * z_start[:, None] + t * z_end[:, None]
 
 
 def principal_components(z, k=2):

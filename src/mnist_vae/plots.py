@@ -66,10 +66,10 @@ def manifold_grid(images, values, title="Decoded latent grid", axis_labels=("z[0
     return fig
 
 
-def image_rows(rows, row_titles, title):
-    """Rows of images (each (n, h, w[, c])) one above another, each row labelled on the left."""
+def image_rows(rows, row_titles, title, col_titles=None, size=1.2):
+    """Rows of images (each (n, h, w[, c])) one above another, each row labelled on the left (columns on top)."""
     n = max(len(r) for r in rows)
-    fig = Figure(figsize=(1.2 * n, 1.3 * len(rows) + 0.5), layout="constrained")
+    fig = Figure(figsize=(size * n, (size + 0.1) * len(rows) + 0.5), layout="constrained")
     axes = fig.subplots(len(rows), n, squeeze=False)
     for r, (row, name) in enumerate(zip(rows, row_titles)):
         for c in range(n):
@@ -79,7 +79,34 @@ def image_rows(rows, row_titles, title):
             else:
                 ax.axis("off")
         axes[r, 0].set_ylabel(name)
+    for c, name in enumerate(col_titles or ()):
+        axes[0, c].set_title(name, fontsize=8)
     fig.suptitle(title)
+    return fig
+
+
+def manifold_panels(panels, titles, title):
+    """One decoded latent grid per panel ((g*g, h, w[, c]) each), side by side in rows of five."""
+    cols = min(5, len(panels))
+    rows = int(np.ceil(len(panels) / cols))
+    fig = Figure(figsize=(3 * cols, 3 * rows + 0.5), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax, panel, name in zip(axes.flat, panels, titles):
+        g = int(round(np.sqrt(len(panel))))
+        _show(ax, _squeeze(tile_images(panel, g, g, pad=0)))
+        ax.set_title(name, fontsize=9)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(title)
+    return fig
+
+
+def draw_paths(fig, paths):
+    """Draw straight latent paths ((pairs, steps, 2) points) on a ``latent_scatter`` figure, with their ends marked."""
+    ax = fig.axes[0]
+    for path in paths:
+        ax.plot(path[:, 0], path[:, 1], "-", color="black", linewidth=1.2)
+        ax.plot(path[[0, -1], 0], path[[0, -1], 1], "o", color="black", markersize=4)
     return fig
 
 

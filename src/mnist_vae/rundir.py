@@ -25,9 +25,11 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 # What each command writes, by folder. Names only: a file the user put beside them is never ours.
-ROOT_FILES = ("checkpoint.keras", "config.json", "metrics.json", "history.csv", "evaluation.json")
+ROOT_FILES = ("checkpoint.keras", "config.json", "metrics.json", "history.csv", "evaluation.json",
+              "sample_quality.json")
 MODEL_FILES = ("vae.keras", "encoder.keras", "decoder.keras")
-PLOT_FILES = ("latent_scatter.png", "manifold.png", "reconstructions.png", "samples.png")
+PLOT_FILES = ("latent_scatter.png", "manifold.png", "reconstructions.png", "samples.png", "interpolation.png",
+              "analogies.png", "class_manifolds.png")
 TENSORBOARD_DIRS = ("train", "validation", "images", "latent")  # Keras' TensorBoard callback, then ours
 LOCK_FILE = ".vae.lock"
 # TensorFlow's event files: events.out.tfevents.<time>.<host>.<pid>.<n>.v2
@@ -63,6 +65,7 @@ class RunDir:
     metrics = property(lambda self: self.root / "metrics.json")
     history = property(lambda self: self.root / "history.csv")
     evaluation = property(lambda self: self.root / "evaluation.json")
+    sample_quality = property(lambda self: self.root / "sample_quality.json")
     lock_file = property(lambda self: self.root / LOCK_FILE)
     # Last-epoch training state (weights, optimizer, RNG, epoch) for --resume; removed once
     # every final file is written.
