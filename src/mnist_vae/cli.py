@@ -100,6 +100,8 @@ def build_parser():
                           help="instead of likelihoods: the dataset classifier's accuracy on 10,000 class-conditional "
                                "samples (conditional models) and the Fréchet distance of 10,000 samples to the test "
                                "set in its features; writes DIR/sample_quality.json")
+    evaluate.add_argument("--samples", type=int, metavar="N",
+                          help="samples scored by --sample-quality, 200 to 50,000 (default: 10,000)")
     evaluate.add_argument("--classifier", type=Path,
                           help="classifier .keras file for --sample-quality (default: the one `vae classifier train` saved)")
 
@@ -165,11 +167,11 @@ def run_evaluate(args):
     if args.sample_quality:
         from mnist_vae.quality import format_quality
 
-        print(format_quality(sample_quality_run(args.dir, args.classifier, args.seed, args.data_dir)))
+        print(format_quality(sample_quality_run(args.dir, args.classifier, args.seed, args.data_dir, args.samples)))
         print(f"wrote {args.dir / 'sample_quality.json'}")
         return
-    if args.classifier is not None:
-        raise UserError("--classifier is read by --sample-quality; add it")
+    if args.classifier is not None or args.samples is not None:
+        raise UserError("--classifier and --samples are read by --sample-quality; add it")
     result = evaluate_run(args.dir, args.split, args.iw_samples, args.batch_size, args.chunk_size,
                           args.limit, args.seed, args.data_dir)
     print(format_table(result))

@@ -225,13 +225,15 @@ def _evaluate_locked(run, config, split, k, batch_size, chunk_size, limit, seed,
     return result
 
 
-def sample_quality_run(run_dir, classifier_path=None, seed=0, data_dir=None):
+def sample_quality_run(run_dir, classifier_path=None, seed=0, data_dir=None, samples=None):
     """``vae evaluate DIR --sample-quality``: ``quality.sample_quality`` of the run's final model, into ``sample_quality.json``."""
     from mnist_vae import quality
     from mnist_vae.config import BOUNDS, check_range
     from mnist_vae.rundir import RunDir, load_inference_model, locked, write_json_atomic
 
     check_range("--seed", seed, *BOUNDS["seed"])
+    samples = quality.SAMPLES if samples is None else samples
+    check_range("--samples", samples, 200, 50_000)
     run = RunDir(run_dir)
     config = run.load_config()
     with locked(run, "vae evaluate"):
@@ -239,7 +241,7 @@ def sample_quality_run(run_dir, classifier_path=None, seed=0, data_dir=None):
         classifier = quality.load_classifier(config.dataset, classifier_path)
         run.check_writable()
         run.check_free_space(1_000_000)
-        result = quality.sample_quality(vae, config, classifier, seed=seed, data_dir=data_dir)
+        result = quality.sample_quality(vae, config, classifier, n=samples, seed=seed, data_dir=data_dir)
         write_json_atomic(run.sample_quality, result)
     return result
 

@@ -123,7 +123,8 @@ def sample_quality(vae, config, classifier, n=SAMPLES, seed=0, data_dir=None):
         raise UserError(f"the classifier takes {tuple(classifier.inputs[0].shape[1:])} images, the model makes "
                         f"{samples.shape[1:]}; train a classifier for {config.dataset}")
     test_features = features(classifier, test)
-    train_images = held_out_images(splits.train.images[:len(test)], config.binarize)
+    # As many training images as samples: the Fréchet distance's estimate depends on the set size.
+    train_images = held_out_images(splits.train.images[:n], config.binarize)
     result = {
         "dataset": config.dataset,
         "samples": n,
