@@ -248,3 +248,20 @@ def test_dynamic_binarisation_redraws_every_epoch_and_reproduces_on_restart():
     np.testing.assert_array_equal(batches[0], second)
     with pytest.raises(ValueError, match="shuffle=True"):
         data.ImageBatches(grey, 8, binarize=True)
+
+
+@pytest.mark.skipif(not data._has_all("/usr/share/datasets/fashion-mnist", data.DATASETS["fashion_mnist"]),
+                    reason="Debian package dataset-fashion-mnist not installed")
+def test_fashion_mnist_trains_evaluates_and_plots_end_to_end(tmp_path):
+    import json
+
+    from conftest import run_cli
+
+    out = tmp_path / "fashion"
+    result = run_cli("train", "--dataset", "fashion_mnist", "--conditional", "--out", out, "--limit", "256",
+                     "--epochs", "1", "--validation-size", "500", "--grid-size", "3", "--quiet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert run_cli("evaluate", out, "--iw-samples", "3", "--limit", "10").returncode == 0
+    report = json.loads((out / "evaluation.json").read_text())
+    assert report["dataset"] == "fashion_mnist" and "Ankle boot" in report["per_class"]  # the first test image
+    assert (out / "plots" / "analogies.png").is_file()
