@@ -294,11 +294,11 @@ def locate(spec, data_dir=None, cache_dir=None, download=True, timeout=60):
         folder, how = named
         if not folder.is_dir():
             what = "not a folder" if folder.exists() else "no such folder"
-            raise DataError(f"{how}: {what}; name the folder that holds the {spec.name} IDX files")
+            raise DataError(f"{how}: {what}; name the folder that holds {READERS[spec.reader].files} of {spec.name}")
         problems = [_why_missing(folder, name) for name in spec.file_names() if not _find_file(folder, name)]
         if problems:
-            raise DataError(f"{how} does not hold the {spec.name} dataset: {'; '.join(problems)}; put the four "
-                            "IDX files there (gzipped or not) or name another folder")
+            raise DataError(f"{how} does not hold the {spec.name} dataset: {'; '.join(problems)}; put "
+                            f"{READERS[spec.reader].files} there or name another folder")
         return folder
     dirs = default_dirs(spec, cache_dir)
     for folder in dirs:
@@ -314,7 +314,7 @@ def _missing_message(spec, dirs, reason=""):
     looked = ", ".join(str(d) for d in dirs)
     hint = f"; or {spec.install_hint}" if spec.install_hint else ""
     return (
-        f"{spec.name} not found{reason} (looked in {looked}): put the four IDX files in a folder and "
+        f"{spec.name} not found{reason} (looked in {looked}): put {READERS[spec.reader].files} in a folder and "
         f"pass --data-dir or set {ENV_DATA_DIR}{hint}"
     )
 
@@ -556,13 +556,14 @@ class Reader:
 
     read: typing.Callable
     verify: typing.Callable
+    files: str  # what a folder must hold, for error messages
 
 
 # format name -> reader; DatasetSpec.reader picks one.
 READERS = {
-    "idx": Reader(_read_idx_dataset, _verify_idx),
-    "cifar_python": Reader(_read_cifar_dataset, _verify_archive),
-    "colour_mnist": Reader(_read_colour_mnist, _verify_idx),
+    "idx": Reader(_read_idx_dataset, _verify_idx, "the four IDX files"),
+    "cifar_python": Reader(_read_cifar_dataset, _verify_archive, CIFAR_ARCHIVE),
+    "colour_mnist": Reader(_read_colour_mnist, _verify_idx, "the four MNIST IDX files"),
 }
 
 
