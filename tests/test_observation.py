@@ -103,7 +103,7 @@ def test_bernoulli_samples_average_to_the_mean_and_log_prob_is_the_cross_entropy
 def test_every_likelihood_has_the_whole_interface_and_one_registry_entry():
     for name, likelihood in observation.LIKELIHOODS.items():
         assert likelihood.name == name
-        for method in ("log_prob", "mean", "sample", "parameter_channels", "check"):
+        for method in ("log_prob", "mean", "sample", "parameter_channels", "check", "uniforms_per_pixel"):
             assert callable(getattr(likelihood, method)), (name, method)
         assert set(likelihood.binarize) <= {"none", "dynamic"}
     with pytest.raises(ValueError, match="unknown likelihood 'gaussian'"):

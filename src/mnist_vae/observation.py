@@ -128,8 +128,12 @@ class Bernoulli:
         return ops.convert_to_numpy(ops.sigmoid(ops.convert_to_tensor(params)))
 
     def sample(self, params, uniforms):
-        """Draws (NumPy, same shape as ``params``) from uniform noise ``uniforms`` in [0, 1)."""
+        """Draws (NumPy, same shape as ``params``) from uniform noise ``uniforms`` in [0, 1) (``uniforms_per_pixel`` per pixel)."""
         return (uniforms < self.mean(params)).astype(np.float32)
+
+    def uniforms_per_pixel(self, channels):
+        """Uniform draws ``sample`` takes per pixel: one per channel."""
+        return channels
 
 
 class AutoregressiveBernoulli(Bernoulli):
