@@ -19,7 +19,7 @@ class Config:
     """Everything that determines a training run; ``config.json`` in a run directory holds it."""
 
     dataset: str = "mnist"
-    """Dataset name from the registry: mnist or fashion_mnist."""
+    """Dataset name from the registry (data.DATASETS): mnist, fashion_mnist, colour_mnist (32x32 RGB, built from MNIST) or cifar10."""
     binarize: str = "none"
     """Pixel targets: none (grey levels, as the seed) or dynamic (Bernoulli pixels redrawn every epoch)."""
     architecture: str = "seed"
