@@ -53,6 +53,10 @@ PROMISED = [
     "plots/latent_scatter.png", "plots/manifold.png", "plots/reconstructions.png", "plots/samples.png",
     "plots/interpolation.png",
 ]
+# A conditional run draws per-class manifolds and analogies instead of the one manifold.
+PROMISED_CONDITIONAL = [name for name in PROMISED if name != "plots/manifold.png"] + [
+    "plots/class_manifolds.png", "plots/analogies.png",
+]
 
 
 def assert_complete_run(out, epochs, user_files=()):
@@ -60,8 +64,11 @@ def assert_complete_run(out, epochs, user_files=()):
 
     ``user_files``: paths (relative to ``out``) the user put in the run's folders.
     """
-    for name in PROMISED:
+    conditional = json.loads((out / "config.json").read_text())["conditional"]
+    for name in PROMISED_CONDITIONAL if conditional else PROMISED:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    if conditional:
+        assert not (out / "plots/manifold.png").exists(), "one manifold per class, not an unconditional one"
     backup = sorted(str(p.relative_to(out)) for p in (out / "backup").rglob("*")) if (out / "backup").exists() else []
     assert backup == sorted(f for f in user_files if f.startswith("backup/")), "the resume state is removed"
     assert not (out / ".vae.lock").exists(), "the lock is released and its file removed"
