@@ -92,8 +92,8 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
 
 
 def tiny_config(**overrides):
-    """A config that trains in seconds on real MNIST."""
-    values = dict(limit=256, epochs=1, validation_size=500, batch_size=64, grid_size=4)
+    """A config that trains in seconds on real MNIST (and scores 500 of the test images)."""
+    values = dict(limit=256, epochs=1, validation_size=500, batch_size=64, grid_size=4, test_limit=500)
     values.update(overrides)
     return Config(**values)
 

@@ -70,7 +70,7 @@ def test_the_marginal_likelihood_combines_the_per_label_bounds():
 
 def test_cli_conditional_trains_plots_and_evaluates(tmp_path):
     out = tmp_path / "cvae"
-    result = run_cli("train", "--conditional", "--out", out, "--limit", "256", "--epochs", "1",
+    result = run_cli("train", "--conditional", "--out", out, "--test-limit", "500", "--limit", "256", "--epochs", "1",
                      "--validation-size", "500", "--grid-size", "4", "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((out / "metrics.json").read_text())["conditional"] is True

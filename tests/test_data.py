@@ -258,7 +258,7 @@ def test_fashion_mnist_trains_evaluates_and_plots_end_to_end(tmp_path):
     from conftest import run_cli
 
     out = tmp_path / "fashion"
-    result = run_cli("train", "--dataset", "fashion_mnist", "--conditional", "--out", out, "--limit", "256",
+    result = run_cli("train", "--dataset", "fashion_mnist", "--conditional", "--out", out, "--test-limit", "500", "--limit", "256",
                      "--epochs", "1", "--validation-size", "500", "--grid-size", "3", "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]
     assert run_cli("evaluate", out, "--iw-samples", "3", "--limit", "10").returncode == 0

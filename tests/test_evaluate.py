@@ -97,6 +97,84 @@ def test_evaluate_command_writes_evaluation_json(trained_run, tmp_path):
     assert "greyscale" in report["protocol"]
 
 
+class _Interrupted(Exception):
+    pass
+
+
+_LOG_WEIGHTS = evaluate.log_weights
+
+
+def _counting_log_weights(monkeypatch, stop_after=None):
+    """Patch ``evaluate.log_weights`` to count its calls (one per chunk), raising after ``stop_after``."""
+    calls = []
+    real = _LOG_WEIGHTS  # not the attribute: it may be an earlier patch
+
+    def counted(*args, **kwargs):
+        if stop_after is not None and len(calls) == stop_after:
+            raise _Interrupted
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "log_weights", counted)
+    return calls
+
+
+def test_an_interrupted_evaluation_continues_to_the_uninterrupted_numbers(trained_run, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    source, _ = trained_run
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    shutil.copytree(source, whole)
+    shutil.copytree(source, broken)
+    args = dict(k=6, batch_size=10, chunk_size=3, limit=40)  # 4 batches of 2 chunks
+    expected = evaluate.evaluate_run(whole, **args)
+
+    calls = _counting_log_weights(monkeypatch, stop_after=5)  # killed in the third batch
+    with pytest.raises(_Interrupted):
+        evaluate.evaluate_run(broken, **args)
+    assert (broken / "evaluation.partial.npz").exists() and not (broken / "evaluation.json").exists()
+
+    calls = _counting_log_weights(monkeypatch)
+    continued = evaluate.evaluate_run(broken, **args)
+    assert len(calls) == 4  # batches 3 and 4 only: the first two came from the saved progress
+    assert not (broken / "evaluation.partial.npz").exists()
+    strip = lambda r: {key: value for key, value in r.items() if key != "seconds"}  # noqa: E731
+    assert strip(continued) == strip(expected)
+    assert strip(json.loads((broken / "evaluation.json").read_text())) == strip(expected)
+
+    # Progress saved under other arguments (here another seed) is not used.
+    calls = _counting_log_weights(monkeypatch, stop_after=3)
+    with pytest.raises(_Interrupted):
+        evaluate.evaluate_run(broken, **args)
+    calls = _counting_log_weights(monkeypatch)
+    other_seed = evaluate.evaluate_run(broken, **args, seed=1)
+    assert len(calls) == 8 and other_seed["iw_nll"] != expected["iw_nll"]
+
+
+def test_a_conditional_models_saved_progress_is_kept_per_label(tmp_path, monkeypatch):
+    vae = models.build_vae(latent_dim=2, seed=0, num_classes=10)
+    x = data.load_splits("mnist", validation_size=100, limit=1).test.images[:8]
+    expected = [evaluate.importance_weighted(vae, x, k=4, batch_size=4, labels=c) for c in range(3)]
+
+    path = tmp_path / "evaluation.partial.npz"
+    progress = evaluate.Progress(path, {"k": 4}, slots=3, n=len(x), save_every=0.0)
+    _counting_log_weights(monkeypatch, stop_after=3)  # label 0 done, label 1 half done
+    with pytest.raises(_Interrupted):
+        for c in range(3):
+            evaluate.importance_weighted(vae, x, k=4, batch_size=4, labels=c, progress=progress, slot=c)
+    progress = evaluate.Progress(path, {"k": 4}, slots=3, n=len(x))
+    assert progress.done == pytest.approx(3 / 6)
+    calls = _counting_log_weights(monkeypatch)
+    got = [evaluate.importance_weighted(vae, x, k=4, batch_size=4, labels=c, progress=progress, slot=c)
+           for c in range(3)]
+    assert len(calls) == 3
+    for (nll, rec), (want_nll, want_rec) in zip(got, expected):
+        np.testing.assert_array_equal(nll, want_nll)
+        np.testing.assert_array_equal(rec, want_rec)
+    assert evaluate.Progress(path, {"k": 5}, slots=3, n=len(x)).done == 0.0  # another key starts afresh
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"k": 0}, "--iw-samples must be between 1 and 5,000"),
     ({"k": 6000}, "--iw-samples must be between 1 and 5,000"),
@@ -152,7 +230,7 @@ def test_the_literature_preset_trains_plots_and_evaluates(tmp_path):
     from conftest import run_cli
 
     out = tmp_path / "lit"
-    result = run_cli("train", "--preset", "literature", "--out", out, "--limit", "256", "--epochs", "2",
+    result = run_cli("train", "--preset", "literature", "--out", out, "--test-limit", "500", "--limit", "256", "--epochs", "2",
                      "--validation-size", "500", "--latent-dim", "8", "--grid-size", "4", "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.loads((out / "config.json").read_text())

@@ -40,7 +40,7 @@ def test_a_briefly_trained_classifier_already_separates_digits(tiny_classifier):
 def test_sample_quality_of_a_conditional_run_from_the_cli(tiny_classifier, tmp_path):
     path, _ = tiny_classifier
     out = tmp_path / "cvae"
-    assert run_cli("train", "--conditional", "--out", out, "--limit", "512", "--epochs", "1",
+    assert run_cli("train", "--conditional", "--out", out, "--test-limit", "500", "--limit", "512", "--epochs", "1",
                    "--validation-size", "500", "--grid-size", "3", "--quiet").returncode == 0
     result = run_cli("evaluate", out, "--sample-quality", "--classifier", path, "--samples", "1000")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -151,7 +151,7 @@ class _PoisonWeights(keras.callbacks.Callback):
 def test_a_run_that_diverges_in_its_first_epoch_leaves_no_checkpoint(tmp_path):
     out = tmp_path / "run"
     # The case: Adam at 0.99 diverges within the first epoch (NaN loss in batch ~15).
-    result = run_cli("train", "--out", out, "--learning-rate", "0.99", "--limit", "4096", "--epochs", "2",
+    result = run_cli("train", "--out", out, "--learning-rate", "0.99", "--test-limit", "500", "--limit", "4096", "--epochs", "2",
                      "--validation-size", "500", "--quiet")
     _assert_one_line(result.returncode, result.stderr,
                      "no epoch ended with a finite loss, so there is no good checkpoint")

@@ -122,7 +122,7 @@ def test_a_killed_process_resumes_and_finishes(tmp_path):
     from mnist_vae.rundir import RunDir, temporary_beside
 
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "mnist_vae", "train", "--out", str(out), "--limit", "256",
+    args = [sys.executable, "-m", "mnist_vae", "train", "--out", str(out), "--limit", "256", "--test-limit", "500",
             "--validation-size", "200", "--batch-size", "64", "--epochs", "30", "--grid-size", "3", "--quiet"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = out / "backup" / "state.json"
@@ -164,6 +164,25 @@ def test_existing_runs_are_never_clobbered_by_accident(trained_run, tmp_path):
         train(tiny_config(epochs=2, latent_dim=3), out, resume=True, verbose=0)
     with pytest.raises(UserError, match="no run to resume"):
         train(tiny_config(), tmp_path / "empty", resume=True, verbose=0)
+
+
+def test_test_limit_scores_the_first_test_images_and_may_change_on_resume(trained_run, tmp_path):
+    from mnist_vae.data import load_splits
+    from mnist_vae.evaluate import evaluate_losses
+    from mnist_vae.rundir import RunDir, load_inference_model
+
+    source, metrics = trained_run
+    assert metrics["test_images"] == 500
+    test = load_splits("mnist", 500, limit=1).test
+    vae = load_inference_model(RunDir(source))
+    # The KL term is deterministic (one posterior sample makes the reconstruction term noisy).
+    expected = evaluate_losses(vae, test.images[:500], 500)["kl_loss"]
+    assert metrics["test"]["kl_loss"] == pytest.approx(expected, rel=1e-5)
+    assert expected != pytest.approx(evaluate_losses(vae, test.images[:1000], 500)["kl_loss"], rel=1e-5)
+    # Not pinned by --resume: the finished run is refused as finished, not as changed.
+    shutil.copytree(source, tmp_path / "copy")
+    with pytest.raises(UserError, match="already finished"):
+        train(tiny_config(epochs=2, test_limit=100), tmp_path / "copy", resume=True, verbose=0)
 
 
 def test_overwrite_replaces_only_the_run_outputs(trained_run, tmp_path):
@@ -214,7 +233,8 @@ def test_higher_latent_dims_plot_principal_components(tmp_path):
 @pytest.mark.slow
 def test_main_py_trains_into_the_current_directory(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(REPO / "main.py"), "--limit", "128", "--epochs", "1", "--validation-size", "200", "--quiet"],
+        [sys.executable, str(REPO / "main.py"), "--limit", "128", "--test-limit", "200", "--epochs", "1",
+         "--validation-size", "200", "--quiet"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]

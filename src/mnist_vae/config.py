@@ -48,6 +48,8 @@ class Config:
     """Images held out of the 60,000 training images for validation and checkpoint selection."""
     limit: int | None = None
     """Train on only the first N training images (quick runs); all of them when unset."""
+    test_limit: int | None = None
+    """Score and plot only the first N test images at the end of training (quick runs); all of them when unset. metrics.json says how many; `vae evaluate` has its own --limit."""
     seed: int = 0
     """One seed for every random number generator: weights, shuffling, sampling, plots."""
     precision: str = "auto"
@@ -173,6 +175,10 @@ def _read_config_text(path):
         raise UserError(f"{path}: not a readable JSON config (not UTF-8 text)") from None
 
 
+# Fields --resume lets change: they do not change the trained function (only how long it trains,
+# and what the end of the run scores).
+UNPINNED = ("epochs", "test_limit")
+
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; anything near this is not one
 
 # Inclusive bounds of the numeric fields (learning_rate: between 0 and 1): wide enough for any
@@ -185,6 +191,7 @@ BOUNDS = {
     "batch_size": (1, 8192),
     "validation_size": (1, 1_000_000),
     "limit": (1, 100_000_000),
+    "test_limit": (1, 100_000_000),
     "seed": (0, 2**32 - 1),
     "steps_per_execution": (1, 10_000),
     "grid_size": (2, 100),

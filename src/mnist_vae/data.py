@@ -567,8 +567,8 @@ READERS = {
 }
 
 
-def load_splits(dataset="mnist", validation_size=5000, limit=None, data_dir=None, download=True):
-    """Load a registered dataset: train (first N - validation_size, then ``limit``), validation, test."""
+def load_splits(dataset="mnist", validation_size=5000, limit=None, data_dir=None, download=True, test_limit=None):
+    """Load a registered dataset: train (first N - validation_size, then ``limit``), validation, test (then ``test_limit``)."""
     spec = get_spec(dataset)
     folder = locate(spec, data_dir=data_dir, download=download)
     (train_images, train_labels), (test_images, test_labels) = READERS[spec.reader].read(spec, folder)
@@ -581,7 +581,7 @@ def load_splits(dataset="mnist", validation_size=5000, limit=None, data_dir=None
     return Splits(
         train=Split(model_input(train_images[:train_end]), train_labels[:train_end]),
         validation=Split(model_input(train_images[cut:]), train_labels[cut:]),
-        test=Split(model_input(test_images), test_labels),
+        test=Split(model_input(test_images[:test_limit]), test_labels[:test_limit]),
         spec=spec,
     )
 

@@ -6,10 +6,13 @@ The importance-weighted bound (Burda et al., 2015) with K samples z_k ~ q(z|x):
 
 It equals the negative ELBO (in expectation) for K = 1 and tightens towards -log p(x) as K grows.
 Samples are processed in chunks whose log-sum-exp is folded into a running total, so memory does
-not grow with K.
+not grow with K. A long evaluation (K=1000 on a CPU takes hours) saves its finished batches as it
+goes (``Progress``), so a killed ``vae evaluate`` run again with the same arguments continues.
 """
 
+import json
 import math
+import time
 
 import numpy as np
 from keras import ops
@@ -74,12 +77,14 @@ def _noise(seed, batch_start, first, last, batch, latent_dim):
     ])
 
 
-def importance_weighted(vae, images, k=1000, batch_size=100, chunk_size=100, seed=0, labels=None):
+def importance_weighted(vae, images, k=1000, batch_size=100, chunk_size=100, seed=0, labels=None, progress=None,
+                        slot=0):
     """Per-image IW bound on -log p(x) and Monte-Carlo reconstruction term, each (n,) nats.
 
     For a conditional model, the bound on -log p(x | y) with ``labels`` (n,) integers (or one
     label for all). Memory is O(batch_size * chunk_size) images whatever ``k``; chunks are
-    combined with a numerically stable log-sum-exp.
+    combined with a numerically stable log-sum-exp. With a ``Progress``, batches it already
+    holds (in row ``slot``) are taken from it, and each new one is recorded there.
     """
     if k < 1 or batch_size < 1 or chunk_size < 1:
         raise ValueError("k, batch_size and chunk_size must be at least 1")
@@ -90,7 +95,11 @@ def importance_weighted(vae, images, k=1000, batch_size=100, chunk_size=100, see
     nll = np.empty(len(images), np.float64)
     reconstruction = np.empty(len(images), np.float64)
     for start in range(0, len(images), batch_size):
-        x = ops.convert_to_tensor(images[start:start + batch_size])
+        stop = min(len(images), start + batch_size)
+        if progress is not None and progress.has(slot, start, stop):
+            nll[start:stop], reconstruction[start:stop] = progress.get(slot, start, stop)
+            continue
+        x = ops.convert_to_tensor(images[start:stop])
         b = int(x.shape[0])
         y = None if conditioning is None else ops.convert_to_tensor(conditioning[start:start + batch_size])
         z_mean, z_log_var = vae.encoder(vae.encoder_inputs(x, y), training=False)  # q(z|x) fixed for the batch
@@ -105,7 +114,75 @@ def importance_weighted(vae, images, k=1000, batch_size=100, chunk_size=100, see
             rec_sum -= ops.convert_to_numpy(ops.sum(log_px_z, axis=0)).astype(np.float64)
         nll[start:start + b] = math.log(k) - running
         reconstruction[start:start + b] = rec_sum / k
+        if progress is not None:
+            progress.record(slot, start, nll[start:stop], reconstruction[start:stop])
     return nll, reconstruction
+
+
+class Progress:
+    """The per-image results of an evaluation's finished batches, kept in a run's ``evaluation.partial.npz``.
+
+    ``key`` names everything the numbers depend on (split, K, batch size, seed, images, the
+    model file); a saved file with another key is ignored and replaced. Draw j of a batch
+    depends only on (seed, batch start, j) (``_noise``), so a continued evaluation gives exactly
+    the uninterrupted numbers. Saved at most every ``save_every`` seconds, and by ``save``.
+    """
+
+    def __init__(self, path, key, slots, n, save_every=30.0):
+        from mnist_vae.rundir import replace_atomically
+
+        self._replace = replace_atomically
+        self.path, self.key, self.save_every = path, json.dumps(key, sort_keys=True), save_every
+        self.nll = np.full((slots, n), np.nan)
+        self.reconstruction = np.full((slots, n), np.nan)
+        self.seconds = 0.0  # evaluation time spent in earlier, interrupted processes
+        self._started = self._saved_at = time.monotonic()
+        self._dirty = False
+        self._load()
+
+    def _load(self):
+        try:
+            with np.load(self.path, allow_pickle=False) as saved:
+                if str(saved["key"]) != self.key or saved["nll"].shape != self.nll.shape:
+                    return
+                self.nll, self.reconstruction = saved["nll"], saved["reconstruction"]
+                self.seconds = float(saved["seconds"])
+        except Exception:  # missing, damaged or foreign (NumPy raises many types): start afresh; the first save replaces it
+            pass
+
+    @property
+    def done(self):
+        """Fraction of the (slot, image) results already held."""
+        return float(np.isfinite(self.nll).mean()) if self.nll.size else 1.0
+
+    def has(self, slot, start, stop):
+        return bool(np.isfinite(self.nll[slot, start:stop]).all())
+
+    def get(self, slot, start, stop):
+        return self.nll[slot, start:stop], self.reconstruction[slot, start:stop]
+
+    def record(self, slot, start, nll, reconstruction):
+        self.nll[slot, start:start + len(nll)] = nll
+        self.reconstruction[slot, start:start + len(nll)] = reconstruction
+        self._dirty = True
+        if time.monotonic() - self._saved_at >= self.save_every:
+            self.save()
+
+    def save(self):
+        """Write what is held, if anything is new, with the time spent so far (earlier processes' and this one's)."""
+        if not self._dirty:
+            return
+
+        def write(tmp):
+            with open(tmp, "wb") as f:
+                np.savez(f, key=np.array(self.key), nll=self.nll, reconstruction=self.reconstruction,
+                         seconds=np.array(self.seconds + time.monotonic() - self._started))
+
+        self._replace(write, self.path, ".npz")
+        self._saved_at, self._dirty = time.monotonic(), False
+
+    def remove(self):
+        self.path.unlink(missing_ok=True)
 
 
 def bits_per_dim(nats, dims):
@@ -155,7 +232,7 @@ def evaluate_run(run_dir, split="test", k=1000, batch_size=100, chunk_size=100, 
 
 
 def _evaluate_locked(run, config, split, k, batch_size, chunk_size, limit, seed, data_dir):
-    import time
+    import sys
 
     from mnist_vae.data import HELD_OUT_BINARIZE_SEED, held_out_images, load_splits
     from mnist_vae.rundir import load_inference_model, write_json_atomic
@@ -167,27 +244,23 @@ def _evaluate_locked(run, config, split, k, batch_size, chunk_size, limit, seed,
     images, labels = held_out_images(chosen.images, config.binarize)[:limit], chosen.labels[:limit]
 
     start = time.perf_counter()
-    extra = {}
-    if vae.conditional:
-        # -log p(x | y) for each label y (the same noise for every label), then
-        # -log p(x) = -log sum_y p(y) p(x | y) with a uniform p(y), by log-sum-exp.
-        per_label = [importance_weighted(vae, images, k, batch_size, chunk_size, seed, labels=c)
-                     for c in range(vae.num_classes)]
-        log_px_y = -np.stack([nll_c for nll_c, _ in per_label])  # (classes, n)
-        rows = np.arange(len(images))
-        nll_given_label = -log_px_y[labels, rows]
-        reconstruction = np.stack([rec for _, rec in per_label])[labels, rows]
-        nll = -(np.logaddexp.reduce(log_px_y, axis=0) - math.log(vae.num_classes))
-        extra = {"iw_nll_given_label": float(nll_given_label.mean()),
-                 "label_posterior_accuracy": float((log_px_y.argmax(axis=0) == labels).mean())}
-    else:
-        nll, reconstruction = importance_weighted(vae, images, k, batch_size, chunk_size, seed)
+    stat = run.vae.stat()  # a retrained model invalidates saved progress
+    key = {"split": split, "iw_samples": k, "batch_size": batch_size, "seed": seed, "images": len(images),
+           "binarize": config.binarize, "model": [stat.st_size, stat.st_mtime_ns]}
+    progress = Progress(run.evaluation_partial, key, max(vae.num_classes, 1), len(images))
+    if progress.done:
+        print(f"vae evaluate: continuing the interrupted evaluation in {run.evaluation_partial} "
+              f"({progress.done:.0%} done)", file=sys.stderr)
+    try:
+        nll, reconstruction, extra = _iw_terms(vae, images, labels, k, batch_size, chunk_size, seed, progress)
+    finally:  # interrupted (Ctrl-C, out of memory): keep what is done for the next try
+        progress.save()
     z_mean, z_log_var = inference.encode(vae, images, labels, batch_size=500)
     # predict returns NumPy arrays; tensors again, since NumPy-tensor arithmetic fails on torch.
     kl_dims = losses.kl_per_dimension(ops.convert_to_tensor(z_mean), ops.convert_to_tensor(z_log_var))
     kl_dims = ops.convert_to_numpy(kl_dims).astype(np.float64)  # (n, L)
     kl = kl_dims.sum(axis=1)
-    seconds = time.perf_counter() - start
+    seconds = progress.seconds + time.perf_counter() - start  # with earlier, interrupted tries
     negative_elbo = reconstruction + kl
 
     def summary(mask):
@@ -222,7 +295,27 @@ def _evaluate_locked(run, config, split, k, batch_size, chunk_size, limit, seed,
         "seconds": round(seconds, 1),
     }
     write_json_atomic(run.evaluation, result)
+    progress.remove()
     return result
+
+
+def _iw_terms(vae, images, labels, k, batch_size, chunk_size, seed, progress):
+    """Per-image IW-NLL and reconstruction term (n,) each, and the conditional model's extra summaries."""
+    if not vae.conditional:
+        return (*importance_weighted(vae, images, k, batch_size, chunk_size, seed, progress=progress), {})
+    # -log p(x | y) for each label y (the same noise for every label), then
+    # -log p(x) = -log sum_y p(y) p(x | y) with a uniform p(y), by log-sum-exp.
+    per_label = [importance_weighted(vae, images, k, batch_size, chunk_size, seed, labels=c, progress=progress,
+                                     slot=c)
+                 for c in range(vae.num_classes)]
+    log_px_y = -np.stack([nll_c for nll_c, _ in per_label])  # (classes, n)
+    rows = np.arange(len(images))
+    nll_given_label = -log_px_y[labels, rows]
+    reconstruction = np.stack([rec for _, rec in per_label])[labels, rows]
+    nll = -(np.logaddexp.reduce(log_px_y, axis=0) - math.log(vae.num_classes))
+    extra = {"iw_nll_given_label": float(nll_given_label.mean()),
+             "label_posterior_accuracy": float((log_px_y.argmax(axis=0) == labels).mean())}
+    return nll, reconstruction, extra
 
 
 def sample_quality_run(run_dir, classifier_path=None, seed=0, data_dir=None, samples=None):

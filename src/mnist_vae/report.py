@@ -143,6 +143,7 @@ def plot_run(run_dir, dims=(0, 1), grid_size=None, data_dir=None):
             raise UserError(f"--dims must be two different latent dimensions in 0..{latent_dim - 1}, got {list(dims)}")
         run.check_writable()
         run.check_free_space(PLOT_BYTES)
-        splits = load_splits(config.dataset, config.validation_size, limit=1, data_dir=data_dir)
+        splits = load_splits(config.dataset, config.validation_size, limit=1, data_dir=data_dir,
+                             test_limit=config.test_limit)
         return write_plots(run, vae, splits.test, splits.spec.class_names, config, dims=dims,
                            grid_size=grid_size)

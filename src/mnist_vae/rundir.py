@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover - Windows
 
 # What each command writes, by folder. Names only: a file the user put beside them is never ours.
 ROOT_FILES = ("checkpoint.keras", "config.json", "metrics.json", "history.csv", "evaluation.json",
-              "sample_quality.json")
+              "evaluation.partial.npz", "sample_quality.json")
 MODEL_FILES = ("vae.keras", "encoder.keras", "decoder.keras")
 PLOT_FILES = ("latent_scatter.png", "manifold.png", "reconstructions.png", "samples.png", "interpolation.png",
               "analogies.png", "class_manifolds.png")
@@ -65,6 +65,8 @@ class RunDir:
     metrics = property(lambda self: self.root / "metrics.json")
     history = property(lambda self: self.root / "history.csv")
     evaluation = property(lambda self: self.root / "evaluation.json")
+    # An unfinished ``vae evaluate``'s finished batches (evaluate.Progress); removed when it ends.
+    evaluation_partial = property(lambda self: self.root / "evaluation.partial.npz")
     sample_quality = property(lambda self: self.root / "sample_quality.json")
     lock_file = property(lambda self: self.root / LOCK_FILE)
     # Last-epoch training state (weights, optimizer, RNG, epoch) for --resume; removed once

@@ -11,7 +11,7 @@ import numpy as np
 
 from mnist_vae import callbacks as cbs
 from mnist_vae import report
-from mnist_vae.config import Config
+from mnist_vae.config import UNPINNED, Config
 from mnist_vae.data import ImageBatches, held_out_images, load_splits, one_hot
 from mnist_vae.errors import UserError
 from mnist_vae.evaluate import evaluate_losses
@@ -40,11 +40,11 @@ def check_run_dir(run, config, resume, overwrite):
             raise UserError(f"{run.root}: no run to resume (no config.json); start one without --resume")
         saved = Config.load(run.config)
         changed = [f.name for f in dataclasses.fields(Config)
-                   if f.name != "epochs" and getattr(saved, f.name) != getattr(config, f.name)]
+                   if f.name not in UNPINNED and getattr(saved, f.name) != getattr(config, f.name)]
         if changed:
             raise UserError(
                 f"{run.root}: --resume continues the saved run, whose {', '.join(changed)} differ from the "
-                "ones given; drop those flags (only --epochs may change) or train into a new --out"
+                "ones given; drop those flags (only --epochs and --test-limit may change) or train into a new --out"
             )
         if run.metrics.exists() and not run.resume_state.exists():
             raise UserError(f"{run.root}: this run already finished; train a new one with another --out")
@@ -84,7 +84,8 @@ def train(config, out=".", resume=False, overwrite=False, data_dir=None, verbose
 def _train_locked(run, config, resume, data_dir, verbose, callbacks):
     keras.utils.set_random_seed(config.seed)
     # Data problems surface before anything is written, so a failed start leaves no half run.
-    splits = load_splits(config.dataset, config.validation_size, config.limit, data_dir=data_dir)
+    splits = load_splits(config.dataset, config.validation_size, config.limit, data_dir=data_dir,
+                         test_limit=config.test_limit)
     precision = resolve_precision(config.precision)
     vae = build_vae(splits.spec.geometry.model_shape, config.latent_dim, config.architecture, seed=config.seed,
                     precision=precision, likelihood=config.resolved_likelihood(), pad=splits.spec.geometry.pad,
@@ -166,6 +167,7 @@ def _train_locked(run, config, resume, data_dir, verbose, callbacks):
         "binarize": config.binarize,
         "likelihood": vae.likelihood,
         "conditional": vae.conditional,
+        "test_images": len(splits.test),
         **{name: evaluate_losses(vae, images, EVAL_BATCH_SIZE, getattr(splits, name).labels)
            for name, images in eval_images.items()},
     }
