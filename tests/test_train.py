@@ -298,7 +298,7 @@ def test_reported_losses_are_float32_whatever_the_training_precision(tmp_path):
     metrics = train(config, tmp_path, verbose=0)
     assert metrics["precision"] == "mixed_bfloat16"
     assert Config.load(tmp_path / "config.json").precision == "mixed_bfloat16"
-    splits = load_splits(config.dataset, config.validation_size, config.limit)
+    splits = load_splits(config.dataset, config.validation_size, config.limit, test_limit=config.test_limit)
 
     def replay(precision):
         """The run's final evaluation again, from the saved model (same weights, same noise)."""
