@@ -230,8 +230,8 @@ def test_the_literature_preset_trains_plots_and_evaluates(tmp_path):
     from conftest import run_cli
 
     out = tmp_path / "lit"
-    result = run_cli("train", "--preset", "literature", "--out", out, "--test-limit", "500", "--limit", "256", "--epochs", "2",
-                     "--validation-size", "500", "--latent-dim", "8", "--grid-size", "4", "--quiet")
+    result = run_cli("train", "--preset", "literature", "--out", out, "--test-limit", "500", "--limit", "256",
+                     "--epochs", "2", "--validation-size", "500", "--latent-dim", "8", "--grid-size", "4", "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.loads((out / "config.json").read_text())
     assert (config["architecture"], config["binarize"], config["lr_schedule"]) == ("resnet_ar", "dynamic", "cosine")

@@ -52,7 +52,8 @@ def sample_autoregressive(vae, z, one_hot_labels=None, seed=0, batch_size=512):
     """Ancestral sampling, pixel by pixel in raster order: per-pixel means (n, h, w, c) of the samples.
 
     The latent features are computed once; each step reruns only the causal head, and only on
-    the rows the current pixel depends on.
+    the rows the current pixel depends on, through ``predict_on_batch``: its compiled call (traced
+    once per window height) costs a third of an eager one on the small batches plots sample.
     """
     decoder = vae.decoder
     features_of, head = autoregressive_parts(decoder)
@@ -73,7 +74,7 @@ def sample_autoregressive(vae, z, one_hot_labels=None, seed=0, batch_size=512):
         for i in range(height):
             lo = max(0, i - above)
             for j in range(width):
-                logits = ops.convert_to_numpy(head([features[:, lo:i + 1], x[:, lo:i + 1]]))[:, -1, j]  # (b, c)
+                logits = np.asarray(head.predict_on_batch([features[:, lo:i + 1], x[:, lo:i + 1]]))[:, -1, j]  # (b, c)
                 p = vae.observation.mean(logits)
                 means[:, i, j] = p
                 x[:, i, j] = uniforms[:, i, j] < p
