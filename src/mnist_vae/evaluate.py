@@ -100,8 +100,8 @@ def importance_weighted(vae, images, k=1000, batch_size=100, chunk_size=100, see
             nll[start:stop], reconstruction[start:stop] = progress.get(slot, start, stop)
             continue
         x = ops.convert_to_tensor(images[start:stop])
-        b = int(x.shape[0])
-        y = None if conditioning is None else ops.convert_to_tensor(conditioning[start:start + batch_size])
+        b = stop - start
+        y = None if conditioning is None else ops.convert_to_tensor(conditioning[start:stop])
         z_mean, z_log_var = vae.encoder(vae.encoder_inputs(x, y), training=False)  # q(z|x) fixed for the batch
         running = np.full(b, -np.inf)  # log sum_k w_k so far
         rec_sum = np.zeros(b)
@@ -112,8 +112,8 @@ def importance_weighted(vae, images, k=1000, batch_size=100, chunk_size=100, see
             chunk = ops.convert_to_numpy(ops.logsumexp(log_w, axis=0)).astype(np.float64)
             running = np.logaddexp(running, chunk)
             rec_sum -= ops.convert_to_numpy(ops.sum(log_px_z, axis=0)).astype(np.float64)
-        nll[start:start + b] = math.log(k) - running
-        reconstruction[start:start + b] = rec_sum / k
+        nll[start:stop] = math.log(k) - running
+        reconstruction[start:stop] = rec_sum / k
         if progress is not None:
             progress.record(slot, start, nll[start:stop], reconstruction[start:stop])
     return nll, reconstruction
