@@ -278,6 +278,24 @@ def test_training_on_a_nearly_full_file_system_stops_before_writing(small_filesy
     assert list(small_filesystem.iterdir()) == [], "nothing written, the run folder made here removed again"
 
 
+def test_evaluation_asks_for_room_for_its_progress_file_before_the_long_part(trained_run, tmp_path, capfd,
+                                                                            monkeypatch):
+    # The saved progress of 10,000 images x 10 labels is 1.6 MB, and replacing it atomically holds
+    # two copies: room for the JSON and one copy is not enough, and is found before any scoring.
+    from mnist_vae import evaluate, rundir
+
+    run = _copy_run(trained_run, tmp_path)
+    before = _snapshot(run)
+    progress_bytes = evaluate.Progress(tmp_path / "unused.npz", {}, slots=1, n=20).nbytes
+    usage = shutil.disk_usage(run)
+    monkeypatch.setattr(rundir.shutil, "disk_usage",
+                        lambda _: usage._replace(free=evaluate.EVALUATION_BYTES + progress_bytes))
+    monkeypatch.setattr(evaluate, "_iw_terms", lambda *a, **k: pytest.fail("scored before the space check"))
+    status, err = _main(capfd, "evaluate", run, "--iw-samples", "2", "--limit", "20")
+    _assert_one_line(status, err, "MB free on its file system and this needs about")
+    assert _snapshot(run) == before
+
+
 def test_os_errors_without_a_file_name_name_the_run_folder(tmp_path):
     error = OSError(28, "No space left on device")
     out = tmp_path / "run"
