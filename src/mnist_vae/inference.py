@@ -9,7 +9,7 @@ from statistics import NormalDist
 import numpy as np
 from keras import ops
 
-from mnist_vae.models import autoregressive_parts, rows_seen_above
+from mnist_vae.models import autoregressive_parts, columns_seen_beside, rows_seen_above
 from mnist_vae.observation import mean_images
 
 
@@ -52,12 +52,14 @@ def sample_autoregressive(vae, z, one_hot_labels=None, seed=0, batch_size=512):
     """Ancestral sampling, pixel by pixel in raster order: per-pixel means (n, h, w, c) of the samples.
 
     The latent features are computed once; each step reruns only the causal head, and only on
-    the rows the current pixel depends on, through ``predict_on_batch``: its compiled call (traced
-    once per window height) costs a third of an eager one on the small batches plots sample.
+    the window of pixels the current one depends on (the rows above it and the columns either
+    side, clipped at the image's edges, where the head's own zero padding takes over), through
+    ``predict_on_batch``: its compiled call costs a third of an eager one on the small batches
+    plots sample.
     """
     decoder = vae.decoder
     features_of, head = autoregressive_parts(decoder)
-    above = rows_seen_above(head)
+    above, beside = rows_seen_above(head), columns_seen_beside(head)
     padded, _, channels = vae.image_shape
     height = width = padded - 2 * vae.pad  # the head runs on the scored pixels only
     rng = np.random.default_rng([seed, 2])
@@ -74,7 +76,9 @@ def sample_autoregressive(vae, z, one_hot_labels=None, seed=0, batch_size=512):
         for i in range(height):
             lo = max(0, i - above)
             for j in range(width):
-                logits = np.asarray(head.predict_on_batch([features[:, lo:i + 1], x[:, lo:i + 1]]))[:, -1, j]  # (b, c)
+                left, right = max(0, j - beside), min(width, j + beside + 1)
+                window = (slice(None), slice(lo, i + 1), slice(left, right))
+                logits = np.asarray(head.predict_on_batch([features[window], x[window]]))[:, -1, j - left]  # (b, c)
                 p = vae.observation.mean(logits)
                 means[:, i, j] = p
                 x[:, i, j] = uniforms[:, i, j] < p

@@ -232,6 +232,14 @@ def rows_seen_above(head):
     return sum(layer.kernel_size[0] // 2 for layer in head.layers if isinstance(layer, MaskedConv2D))
 
 
+def columns_seen_beside(head):
+    """How many columns to either side of a pixel the causal ``head`` reads: the sum of its kernels' half-widths.
+
+    Its other layers are pointwise (adds, ReLUs, the 1x1 output), so they widen nothing.
+    """
+    return sum(layer.kernel_size[1] // 2 for layer in head.layers if isinstance(layer, layers.Conv2D))
+
+
 def autoregressive_parts(decoder):
     """(z [, label] -> features model, causal head) of a ``build_resnet_ar_decoder`` decoder, for pixel-by-pixel sampling."""
     latent_inputs = _inputs(decoder.inputs[:-1])  # all but the image, which comes last
