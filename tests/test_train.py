@@ -288,6 +288,40 @@ def test_auto_precision_picks_bf16_only_on_tensorflow_with_native_bf16(tmp_path)
         assert resolve_precision(explicit, without) == explicit
 
 
+def test_bf16_without_native_instructions_warns_and_a_resume_says_its_precision_changed(tmp_path, capsys,
+                                                                                       monkeypatch):
+    from mnist_vae import train as train_module
+    from mnist_vae.train import emulated_bf16_warning
+
+    without = tmp_path / "cpuinfo"
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    with_bf16 = tmp_path / "cpuinfo-bf16"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 fma\n")
+    assert "is emulated" in emulated_bf16_warning("mixed_bfloat16", without)
+    assert emulated_bf16_warning("mixed_bfloat16", with_bf16) is None
+    assert emulated_bf16_warning("float32", without) is None
+
+    # Trained in bf16 for an epoch (as on a bf16 CPU), resumed where auto means float32.
+    out, config = tmp_path / "run", tiny_config(epochs=2, precision="auto")
+    monkeypatch.setattr(train_module, "resolve_precision", lambda precision: "mixed_bfloat16")
+    monkeypatch.setattr(train_module, "emulated_bf16_warning", lambda precision: None)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, out, verbose=0, callbacks=[_Interrupt(at_epoch=1)])
+    capsys.readouterr()
+    monkeypatch.setattr(train_module, "resolve_precision", lambda precision: "float32")
+    train(config, out, resume=True, verbose=0)
+    err = capsys.readouterr().err
+    assert ("this run trained in mixed_bfloat16 up to epoch 1; here --precision auto is float32, "
+            "so it continues in float32") in err, err
+    assert json.loads((out / "metrics.json").read_text())["precision"] == "float32"
+
+    # An explicit bf16 run on such a CPU warns once, before training.
+    monkeypatch.setattr(train_module, "emulated_bf16_warning", lambda precision: emulated_bf16_warning(precision, without))
+    monkeypatch.setattr(train_module, "resolve_precision", lambda precision: precision)
+    train(tiny_config(precision="mixed_bfloat16"), tmp_path / "bf16", verbose=0)
+    assert capsys.readouterr().err.count("vae train: warning: mixed_bfloat16 on a CPU without native bf16") == 1
+
+
 def test_reported_losses_are_float32_whatever_the_training_precision(tmp_path):
     from mnist_vae.data import load_splits
     from mnist_vae.evaluate import evaluate_losses

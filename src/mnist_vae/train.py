@@ -87,6 +87,9 @@ def _train_locked(run, config, resume, data_dir, verbose, callbacks):
     splits = load_splits(config.dataset, config.validation_size, config.limit, data_dir=data_dir,
                          test_limit=config.test_limit)
     precision = resolve_precision(config.precision)
+    note = emulated_bf16_warning(precision)
+    if note:
+        print(f"vae train: warning: {note}", file=sys.stderr)
     vae = build_vae(splits.spec.geometry.model_shape, config.latent_dim, config.architecture, seed=config.seed,
                     precision=precision, likelihood=config.resolved_likelihood(), pad=splits.spec.geometry.pad,
                     beta=config.beta, kl_warmup=config.kl_warmup, free_bits=config.free_bits,
@@ -114,10 +117,16 @@ def _train_locked(run, config, resume, data_dir, verbose, callbacks):
 
     def restore_best(epoch, extra):
         checkpoint.best = extra.get("best_val_loss", checkpoint.best)
+        earlier = extra.get("precision")  # absent in states saved before it was recorded
+        if earlier and earlier != precision:
+            print(f"vae train: this run trained in {earlier} up to epoch {epoch}; here --precision "
+                  f"{config.precision} is {precision}, so it continues in {precision} (its remaining epochs "
+                  f"round differently from an uninterrupted run's)", file=sys.stderr)
 
     backup = cbs.AtomicBackupAndRestore(
         str(run.backup),
-        extra_state=lambda: {"best_val_loss": None if checkpoint.best is None else float(checkpoint.best)},
+        extra_state=lambda: {"best_val_loss": None if checkpoint.best is None else float(checkpoint.best),
+                             "precision": precision},
         on_restore=restore_best,
     )
     callback_list = [
@@ -211,6 +220,36 @@ def resolve_precision(precision, cpuinfo="/proc/cpuinfo"):
     import tensorflow as tf
 
     return "float32" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+
+
+def emulated_bf16_warning(precision, cpuinfo="/proc/cpuinfo"):
+    """Why ``precision`` will be slow here, or None: bf16 asked for on a CPU without bf16 instructions.
+
+    ``auto`` never picks it there; an explicit ``--precision mixed_bfloat16`` (or a config file
+    saying so) does, and TensorFlow then emulates bf16 in software.
+    """
+    if precision != "mixed_bfloat16" or cpu_has_native_bf16(cpuinfo) or _accelerator_present():
+        return None
+    return ("mixed_bfloat16 on a CPU without native bf16 (no avx512_bf16 or amx_bf16 flag) is emulated: measured 8x "
+            "slower than float32 on such a CPU (BENCHMARKS.md); --precision auto or float32 avoids it")
+
+
+def _accelerator_present():
+    """Whether the backend sees a GPU (or other accelerator), where bf16 is native whatever the CPU."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    return False
 
 
 def cpu_has_native_bf16(cpuinfo="/proc/cpuinfo"):
