@@ -76,6 +76,24 @@ def test_active_units_and_bits_per_dim():
     assert evaluate.bits_per_dim(784 * math.log(2), 784) == pytest.approx(1.0)
 
 
+def test_dead_relu_units_are_the_ones_zero_on_every_image():
+    vae = models.build_vae(latent_dim=2, seed=0)
+    (layer,) = [l for l in vae.encoder.layers if isinstance(l, keras.layers.Dense) and l.name not in ("z_mean", "z_log_var")]
+    kernel, bias = (np.array(w) for w in layer.get_weights())
+    kernel[:] = 0.0
+    bias[:5] = -1.0  # five units that never fire
+    bias[5:] = 1e-3  # eleven that always do, however little
+    layer.set_weights([kernel, bias])
+    x = data.load_splits("mnist", validation_size=100, limit=1).test.images[:64]
+    assert inference.dead_relu_units(vae.encoder, x) == {layer.name: (5, 16)}
+    # A unit that fires for one image only is alive.
+    kernel[:, 0] = np.random.default_rng(0).standard_normal(kernel.shape[0])
+    features = keras.Model(vae.encoder.inputs, layer.input).predict(x, verbose=0) @ kernel[:, 0]
+    bias[0] = -np.sort(features)[-2] - 1e-6 * abs(np.sort(features)[-2])  # just below the largest: one image fires
+    layer.set_weights([kernel, bias])
+    assert inference.dead_relu_units(vae.encoder, x) == {layer.name: (4, 16)}
+
+
 def test_evaluate_command_writes_evaluation_json(trained_run, tmp_path):
     import json
     import shutil
@@ -94,6 +112,9 @@ def test_evaluate_command_writes_evaluation_json(trained_run, tmp_path):
     assert report["negative_elbo"] == pytest.approx(report["reconstruction_loss"] + report["kl_loss"])
     assert sum(c["images"] for c in report["per_class"].values()) == 50
     assert len(report["kl_per_dimension"]) == 2 and 0 <= report["active_units"] <= 2
+    (bottleneck,) = report["dead_relu_units"].values()  # the seed encoder's one ReLU Dense layer
+    assert bottleneck["units"] == 16 and 0 <= bottleneck["dead"] <= 16
+    assert "dead ReLU units in" in result.stdout
     assert "greyscale" in report["protocol"]
 
 

@@ -302,6 +302,10 @@ def _evaluate_locked(run, config, split, k, batch_size, chunk_size, limit, seed,
         },
         "active_units": int(inference.active_units(z_mean).sum()),
         "kl_per_dimension": [float(v) for v in kl_dims.mean(axis=0)],
+        # The encoder's ReLU Dense layers (the seed's 16-unit bottleneck): units 0 on every image.
+        "dead_relu_units": {name: {"dead": dead, "units": units} for name, (dead, units) in inference.dead_relu_units(
+            vae.encoder, vae.encoder_inputs(images, one_hot(labels, vae.num_classes) if vae.conditional else None)
+        ).items()},
         "seconds": round(seconds, 1),
     }
     write_json_atomic(run.evaluation, result)
@@ -371,8 +375,10 @@ def format_table(result):
     for name, r in rows:
         lines.append(f"{name:>14} {r['negative_elbo']:9.2f} {r['reconstruction_loss']:9.2f} "
                      f"{r['kl_loss']:7.2f} {r['iw_nll']:9.2f}")
+    dead = "".join(f"; dead ReLU units in {name}: {d['dead']}/{d['units']}"
+                   for name, d in result.get("dead_relu_units", {}).items())
     lines.append(f"IW-NLL {result['iw_nll_bits_per_dim']:.4f} bits/dim; active units "
-                 f"{result['active_units']}/{len(result['kl_per_dimension'])}")
+                 f"{result['active_units']}/{len(result['kl_per_dimension'])}{dead}")
     if result.get("conditional"):
         lines.append(f"conditional: IW-NLL is -log p(x) = -log mean_y p(x|y); -log p(x|y) with the true label "
                      f"{result['iw_nll_given_label']:.2f}; argmax_y p(x|y) is the label for "

@@ -117,6 +117,26 @@ def active_units(z_mean, threshold=0.01):
     return np.var(np.asarray(z_mean, np.float64), axis=0) > threshold
 
 
+def dead_relu_units(model, inputs, batch_size=500):
+    """Per ReLU-activated Dense layer of ``model``: (units that are 0 for every one of ``inputs``, units).
+
+    A dead unit passes no gradient, and none of the information the layer sees: the seed encoder's
+    16-unit bottleneck with a few live units makes z_mean an affine function of those few, and the
+    latent scatter collapses onto lines. Returns {layer name: (dead, units)}, in layer order.
+    """
+    import keras
+
+    dense = [layer for layer in model.layers
+             if isinstance(layer, keras.layers.Dense) and layer.activation is keras.activations.relu]
+    if not dense:
+        return {}
+    probe = keras.Model(model.inputs, [layer.output for layer in dense])
+    outputs = probe.predict(inputs, batch_size=batch_size, verbose=0)
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    return {layer.name: (int((np.asarray(out) <= 0).all(axis=0).sum()), int(layer.units))
+            for layer, out in zip(dense, outputs)}
+
+
 def interpolation_latents(z_start, z_end, steps):
     """Straight lines from each ``z_start`` row to the matching ``z_end`` row: (pairs, steps, L), ends included."""
     t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[None, :, None]
