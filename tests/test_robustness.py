@@ -296,6 +296,19 @@ def test_evaluation_asks_for_room_for_its_progress_file_before_the_long_part(tra
     assert _snapshot(run) == before
 
 
+@pytest.mark.parametrize("level", [None, "2"])
+def test_importing_the_package_prints_nothing_whatever_the_cpu(level):
+    # TF 2.21 prints start-up notices through absl before it reads TF_CPP_MIN_LOG_LEVEL (on CPUs with
+    # AVX512_VNNI/BF16, "oneDNN custom operations are on"); children of a process that imported the
+    # package inherit the 2 it sets. Either way stderr must stay empty, or one-line errors are buried.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    if level is not None:
+        env["TF_CPP_MIN_LOG_LEVEL"] = level
+    result = subprocess.run([sys.executable, "-c", "import mnist_vae, keras; keras.ops.ones(1)"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
 def test_os_errors_without_a_file_name_name_the_run_folder(tmp_path):
     error = OSError(28, "No space left on device")
     out = tmp_path / "run"

@@ -11,14 +11,18 @@ def _import_keras_quietly():
 
     TF prints them from C++ while loading, and later INFO and WARNING lines from its C++ data
     pipeline (e.g. when a diverged fit stops early); they would bury one-line error messages.
-    So TF_CPP_MIN_LOG_LEVEL defaults to 2 (errors only) for the process. A user who sets
-    TF_CPP_MIN_LOG_LEVEL gets TF's own behaviour. Python exceptions still propagate and print as usual.
+    So TF_CPP_MIN_LOG_LEVEL defaults to 2 (errors only) for the process. A user who sets it below
+    2 (to see TF's INFO or WARNING lines) gets TF's own behaviour, start-up notices included. At 2
+    or more (or unset) the import is muted too: TF 2.21 prints its start-up notices through absl
+    before it reads the variable (e.g. "oneDNN custom operations are on" on CPUs with AVX512_VNNI
+    or AVX512_BF16, where it enables oneDNN by default), and child processes inherit the 2 set
+    here. Python exceptions still propagate and print as usual.
     """
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+    level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if level.strip() in ("0", "1"):
         import keras  # noqa: F401
 
         return
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
