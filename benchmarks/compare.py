@@ -1,0 +1,228 @@
+"""Training throughput against what users would copy instead, in one run: the seed architecture, batch 128.
+
+    python benchmarks/compare.py [--images 16384] [--repeats 5]
+
+Rows, each timed over one epoch of the same images, taking turns epoch by epoch after a warm-up
+epoch (this VM's speed drifts ~1.6x between phases, so only an interleaved comparison is fair):
+
+- this package's ``fit`` with ``--precision auto`` (the default) and with float32;
+- a keras-io-style reference: a subclassed ``keras.Model`` with a ``tf.GradientTape`` train step,
+  a sigmoid decoder output and binary cross-entropy on probabilities (the keras-io VAE example's
+  recipe, on this package's layers and 32x32 padded input, loss on the 28x28 pixels);
+- a plain PyTorch eager reference (the same layers in ``torch.nn``, channels first), and
+  ``torch.compile`` of it where that works; both skipped when torch is not installed.
+
+Each row also as achieved FLOP/s: the model's training FLOPs per image (3x the forward
+multiply-adds of its convolutions and dense layers, 2 FLOPs each) times images/s, against this
+machine's float32 and bf16 matmul peak measured here with TensorFlow (2048x2048 products).
+TensorFlow backend. Prints a Markdown table; medians and bests, ratios against the keras-io row.
+"""
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mnist_vae import data, models  # noqa: E402
+from mnist_vae.config import Config  # noqa: E402
+from mnist_vae.train import largest_divisor, resolve_precision  # noqa: E402
+
+BATCH = 128
+
+
+def keras_io_reference(image_shape, latent_dim=2):
+    """The keras-io example's recipe: GradientTape train step, sigmoid output, BCE on probabilities."""
+    import tensorflow as tf
+
+    class KerasIoVAE(keras.Model):
+        def __init__(self, encoder, decoder):
+            super().__init__()
+            self.encoder, self.decoder = encoder, decoder
+
+        def train_step(self, x):
+            with tf.GradientTape() as tape:
+                z_mean, z_log_var = self.encoder(x, training=True)
+                z = z_mean + tf.exp(0.5 * z_log_var) * tf.random.normal(tf.shape(z_mean))
+                probabilities = tf.sigmoid(self.decoder(z, training=True))
+                bce = keras.losses.binary_crossentropy(x[:, 2:-2, 2:-2], probabilities[:, 2:-2, 2:-2])  # (b, 28, 28)
+                reconstruction = tf.reduce_mean(tf.reduce_sum(bce, axis=(1, 2)))
+                kl = tf.reduce_mean(tf.reduce_sum(-0.5 * (1 + z_log_var - z_mean**2 - tf.exp(z_log_var)), axis=1))
+                loss = reconstruction + kl
+            grads = tape.gradient(loss, self.trainable_weights)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
+            return {"loss": loss}
+
+    return KerasIoVAE(models.build_seed_encoder(image_shape, latent_dim),
+                      models.build_seed_decoder(image_shape, latent_dim))
+
+
+def torch_reference(latent_dim=2):
+    """The seed architecture in plain PyTorch (NCHW), with its Adam and one train step."""
+    import torch
+    from torch import nn
+
+    class TorchVAE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.Sequential(
+                nn.Conv2d(1, 32, 3, stride=2, padding=1), nn.ReLU(),
+                nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+                nn.Flatten(), nn.Linear(64 * 8 * 8, 16), nn.ReLU())
+            self.z_mean, self.z_log_var = nn.Linear(16, latent_dim), nn.Linear(16, latent_dim)
+            self.decoder = nn.Sequential(
+                nn.Linear(latent_dim, 64 * 8 * 8), nn.ReLU(), nn.Unflatten(1, (64, 8, 8)),
+                nn.ConvTranspose2d(64, 64, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+                nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+                nn.ConvTranspose2d(32, 1, 3, padding=1))
+
+        def forward(self, x):
+            h = self.encoder(x)
+            z_mean, z_log_var = self.z_mean(h), self.z_log_var(h)
+            z = z_mean + torch.exp(0.5 * z_log_var) * torch.randn_like(z_mean)
+            logits = self.decoder(z)[:, :, 2:-2, 2:-2]
+            reconstruction = nn.functional.binary_cross_entropy_with_logits(
+                logits, x[:, :, 2:-2, 2:-2], reduction="none").sum(dim=(1, 2, 3))
+            kl = (-0.5 * (1 + z_log_var - z_mean**2 - torch.exp(z_log_var))).sum(dim=1)
+            return (reconstruction + kl).mean()
+
+    return TorchVAE()
+
+
+class TorchRunner:
+    """One epoch of eager (or compiled) PyTorch training over shuffled NCHW batches."""
+
+    def __init__(self, images, compiled=False):
+        import torch
+
+        torch.manual_seed(0)
+        torch.set_num_threads(os.cpu_count())
+        self.torch = torch
+        self.x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+        self.model = torch_reference()
+        self.loss = torch.compile(self.model) if compiled else self.model
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.rng = np.random.default_rng(0)
+        self.epoch()  # warm-up (and compilation)
+
+    def epoch(self):
+        order = self.torch.from_numpy(self.rng.permutation(len(self.x)))
+        for start in range(0, len(self.x), BATCH):
+            loss = self.loss(self.x[order[start:start + BATCH]])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+
+
+class KerasRunner:
+    """One ``fit`` epoch of a compiled Keras model (warmed up once)."""
+
+    def __init__(self, model, fit_kwargs, steps_per_execution):
+        self.model, self.fit_kwargs = model, fit_kwargs
+        model.compile(keras.optimizers.Adam(1e-3), jit_compile=False, steps_per_execution=steps_per_execution)
+        self.epoch()
+
+    def epoch(self):
+        self.model.fit(epochs=1, verbose=0, **self.fit_kwargs)
+
+
+def train_flops_per_image(encoder, decoder):
+    """3 x forward multiply-adds x 2 of the convolutions and dense layers (a training step's FLOPs, about)."""
+    macs = 0
+    for layer in [*encoder.layers, *decoder.layers]:
+        if isinstance(layer, keras.layers.Conv2DTranspose):
+            h, w, c_in = layer.input.shape[1:]
+            macs += h * w * c_in * math.prod(layer.kernel_size) * layer.filters
+        elif isinstance(layer, keras.layers.Conv2D):
+            h, w, c_out = layer.output.shape[1:]
+            macs += h * w * c_out * math.prod(layer.kernel_size) * layer.input.shape[-1]
+        elif isinstance(layer, keras.layers.Dense):
+            macs += layer.input.shape[-1] * layer.units
+    return 3 * 2 * macs
+
+
+def matmul_peak(dtype, n=2048, seconds=2.0):
+    """Best GFLOP/s of n x n matrix products in ``dtype`` (TensorFlow, this machine's threads)."""
+    import tensorflow as tf
+
+    a = tf.random.normal((n, n), dtype=tf.float32)
+    a = tf.cast(a, dtype)
+    tf.matmul(a, a).numpy()  # warm-up
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        tf.matmul(a, a).numpy()
+        best = max(best, 2 * n**3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def rows(x, include_torch=True):
+    """(name, precision, runner factory) for every row this machine can run."""
+    shape = x.shape[1:]
+    spe = largest_divisor(math.ceil(len(x) / BATCH), Config().steps_per_execution)
+    ours = dict(x=data.ImageBatches(x, BATCH, shuffle=True), shuffle=False)
+    auto = resolve_precision("auto")
+    out = [
+        ("keras-io-style reference (GradientTape, BCE on probabilities)", "float32",
+         lambda: KerasRunner(keras_io_reference(shape), dict(x=x, batch_size=BATCH, shuffle=True), 1)),
+        (f"mnist-vae fit, default (auto = {auto})", auto,
+         lambda: KerasRunner(models.build_vae(shape, seed=0, precision=auto), ours, spe)),
+        ("mnist-vae fit, float32", "float32",
+         lambda: KerasRunner(models.build_vae(shape, seed=0), ours, spe)),
+    ]
+    if include_torch:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            print("torch is not installed: no PyTorch rows", file=sys.stderr)
+        else:
+            out.append(("PyTorch eager reference, float32", "float32", lambda: TorchRunner(x)))
+            out.append(("PyTorch torch.compile reference, float32", "float32", lambda: TorchRunner(x, compiled=True)))
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=16384, help="training images per epoch")
+    parser.add_argument("--repeats", type=int, default=5, help="timed epochs per row, after one warm-up")
+    parser.add_argument("--no-torch", action="store_true", help="leave out the PyTorch rows")
+    args = parser.parse_args(argv)
+    keras.utils.set_random_seed(0)
+    x = data.load_splits("mnist", limit=args.images).train.images
+    ready, precision = {}, {}
+    for name, dtype, make in rows(x, include_torch=not args.no_torch):
+        try:
+            ready[name], precision[name] = make(), dtype
+        except Exception as error:  # torch.compile needs a C++ toolchain, for one; say so and go on
+            print(f"{name}: skipped ({type(error).__name__}: {str(error).splitlines()[0][:200]})", file=sys.stderr)
+    rates = {name: [] for name in ready}
+    for _ in range(args.repeats):
+        for name, runner in ready.items():
+            start = time.perf_counter()
+            runner.epoch()
+            rates[name].append(len(x) / (time.perf_counter() - start))
+
+    flops = train_flops_per_image(models.build_seed_encoder(x.shape[1:]), models.build_seed_decoder(x.shape[1:]))
+    peaks = {"float32": matmul_peak("float32"), "mixed_bfloat16": matmul_peak("bfloat16")}
+    base = next(iter(rates.values()))
+    print(f"{len(x)} images per epoch, batch {BATCH}, {args.repeats} interleaved epochs per row; "
+          f"{flops / 1e6:.1f} MFLOP per training image; matmul peak here {peaks['float32']:.0f} GFLOP/s float32, "
+          f"{peaks['mixed_bfloat16']:.0f} bf16\n")
+    print("| row | best img/s | median img/s | median vs keras-io | median GFLOP/s | % of its precision's matmul peak |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, values in rates.items():
+        median = statistics.median(values)
+        gflops = median * flops / 1e9
+        print(f"| {name} | {max(values):,.0f} | {median:,.0f} | {median / statistics.median(base):.2f}x | "
+              f"{gflops:.0f} | {100 * gflops / peaks[precision[name]]:.0f}% ({precision[name]}) |")
+    return rates, flops
+
+
+if __name__ == "__main__":
+    main()
