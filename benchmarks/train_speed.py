@@ -22,30 +22,12 @@ from mnist_vae import data, models  # noqa: E402
 from mnist_vae.config import Config  # noqa: E402
 from mnist_vae.train import largest_divisor, resolve_precision  # noqa: E402
 
+from compare import keras_io_reference  # noqa: E402  (benchmarks/, this script's folder)
+
 
 def keras_io_baseline(image_shape, latent_dim=2):
-    """The keras-io VAE: same encoder/decoder, loss in a GradientTape train_step (TF only)."""
-    import tensorflow as tf
-
-    class TapeVAE(keras.Model):
-        def __init__(self, encoder, decoder):
-            super().__init__()
-            self.encoder, self.decoder = encoder, decoder
-
-        def train_step(self, x):
-            with tf.GradientTape() as tape:
-                z_mean, z_log_var = self.encoder(x, training=True)
-                z = z_mean + tf.exp(0.5 * z_log_var) * tf.random.normal(tf.shape(z_mean))
-                logits = self.decoder(z, training=True)
-                rec = tf.nn.sigmoid_cross_entropy_with_logits(labels=x[:, 2:-2, 2:-2], logits=logits[:, 2:-2, 2:-2])
-                rec = tf.reduce_mean(tf.reduce_sum(rec, axis=(1, 2, 3)))
-                kl = tf.reduce_mean(tf.reduce_sum(-0.5 * (1 + z_log_var - z_mean**2 - tf.exp(z_log_var)), axis=1))
-                loss = rec + kl
-            grads = tape.gradient(loss, self.trainable_weights)
-            self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
-            return {"loss": loss}
-
-    return TapeVAE(models.build_seed_encoder(image_shape, latent_dim), models.build_seed_decoder(image_shape, latent_dim))
+    """The keras-io VAE: same encoder/decoder, loss in a GradientTape train_step (TF only), on the logits."""
+    return keras_io_reference(image_shape, latent_dim, on_probabilities=False)
 
 
 def prepared(make_model, fit_kwargs, spe):
