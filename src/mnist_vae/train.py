@@ -217,9 +217,7 @@ def resolve_precision(precision, cpuinfo="/proc/cpuinfo"):
     # on GPUs and the other backends it is unmeasured, so float32 too.
     if keras.backend.backend() != "tensorflow" or not cpu_has_native_bf16(cpuinfo):
         return "float32"
-    import tensorflow as tf
-
-    return "float32" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+    return "float32" if _accelerator_present() else "mixed_bfloat16"
 
 
 def emulated_bf16_warning(precision, cpuinfo="/proc/cpuinfo"):
