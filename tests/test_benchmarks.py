@@ -2,6 +2,8 @@
 
 import importlib.util
 
+import pytest
+
 from conftest import REPO
 
 
@@ -25,3 +27,50 @@ def test_compare_counts_the_seed_models_flops_and_prints_every_row(capsys):
     assert len(rates) == 3 and all(len(v) == 1 and v[0] > 0 for v in rates.values())
     for name in rates:
         assert f"| {name} |" in table
+
+
+def test_eval_speed_times_every_variant_and_the_scorer_matches_repeated_images(trained_run, tmp_path, capsys):
+    import numpy as np
+
+    from conftest import tiny_config
+    from mnist_vae.train import train
+
+    eval_speed = _load("eval_speed")
+    ar_run = tmp_path / "ar"
+    train(tiny_config(epochs=1, architecture="resnet_ar", binarize="dynamic", latent_dim=4), ar_run, verbose=0)
+    seed_run, _ = trained_run
+    found = eval_speed.main([str(seed_run), str(ar_run), "--images", "20", "--k", "4", "--repeats", "1",
+                             "--batch-size", "10", "--chunk-size", "4"])
+    table = capsys.readouterr().out
+    (seed_rate, _), (ar_rate, ar_nll) = found[str(seed_run)], found[str(ar_run)]
+    assert sorted(seed_rate) == ["float32", "mixed_bfloat16"]
+    assert sorted(ar_rate) == ["float32", "float32, repeated images", "mixed_bfloat16"]
+    assert all(rate > 0 for rate in [*seed_rate.values(), *ar_rate.values()])
+    assert table.count(f"| {ar_run} |") == 3
+    # The scorer computes the same bound as the decoder on K copies of each image.
+    np.testing.assert_allclose(ar_nll["float32"], ar_nll["float32, repeated images"], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_gpu_script_trains_and_evaluates_on_the_torch_backend(tmp_path):
+    """On the CPU with a tiny setting: the script a GPU machine runs (issue 10 item 5)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+
+    pytest.importorskip("torch")
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    command = [sys.executable, str(REPO / "benchmarks" / "gpu.py"), str(tmp_path), "--limit", "256", "--epochs", "1",
+               "--k", "4", "--images", "20", "--batch-size", "10", "--chunk-size", "4"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = json.loads((tmp_path / "gpu-seed.json").read_text())
+    assert (row["backend"], row["epochs"], row["iw_samples"], row["images"]) == ("torch", 1, 4, 20)
+    assert row["train_seconds"] > 0 and row["evaluation_seconds"] > 0 and row["samples_per_second"] > 0
+    assert "| torch |" in result.stdout and (tmp_path / "seed" / "models" / "vae.keras").exists()
+    # Run again, it only evaluates the finished run.
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "gpu-seed.json").read_text())["train_seconds"] is None

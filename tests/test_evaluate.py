@@ -160,7 +160,7 @@ def test_an_interrupted_evaluation_continues_to_the_uninterrupted_numbers(traine
     continued = evaluate.evaluate_run(broken, **args)
     assert len(calls) == 4  # batches 3 and 4 only: the first two came from the saved progress
     assert not (broken / "evaluation.partial.npz").exists()
-    strip = lambda r: {key: value for key, value in r.items() if key != "seconds"}  # noqa: E731
+    strip = lambda r: {key: value for key, value in r.items() if key not in ("seconds", "samples_per_second")}  # noqa: E731
     assert strip(continued) == strip(expected)
     assert strip(json.loads((broken / "evaluation.json").read_text())) == strip(expected)
 
@@ -242,6 +242,45 @@ def test_autoregressive_decoders_are_scored_with_the_image_and_chunking_does_not
     with_x = losses.reconstruction_loss(x, vae.decoder([z, x]))
     blank = losses.reconstruction_loss(x, vae.decoder([z, np.zeros_like(x)]))
     assert not np.allclose(ops.convert_to_numpy(with_x), ops.convert_to_numpy(blank))
+
+
+@pytest.mark.parametrize("num_classes, precision", [(0, "float32"), (10, "float32"), (0, "mixed_bfloat16")])
+def test_the_scorer_runs_the_image_stage_once_and_equals_the_decoder_on_repeated_images(num_classes, precision):
+    vae = models.build_vae(latent_dim=3, architecture="resnet_ar", seed=0, num_classes=num_classes,
+                           precision=precision)
+    k, b = 5, 3
+    rng = np.random.default_rng(0)
+    x = ops.convert_to_tensor((rng.random((b, 32, 32, 1)) < 0.3).astype("float32"))
+    z = ops.convert_to_tensor(rng.standard_normal((k * b, 3)).astype("float32"))  # copy-major: draw j of image i at row j*b + i
+    y = vae.one_hot(np.tile(np.arange(b), k)) if num_classes else None
+    x_rep = ops.tile(x, (k, 1, 1, 1))
+    want = ops.convert_to_numpy(vae.decoder(vae.decoder_inputs(z, x_rep, y)))
+    scorer = models.AutoregressiveScorer(vae.decoder, vae.pad)
+    calls = []
+    stage = scorer.image_stage
+    scorer.image_stage = lambda images: calls.append(images.shape[0]) or stage(images)
+    got = ops.convert_to_numpy(scorer(vae.decoder_inputs(z, None, y, with_images=False), x, k))
+    assert calls == [b]  # once per image, not per draw
+    tolerance = 1e-5 if precision == "float32" else 2e-2  # the same bf16 ops, summed in another order
+    np.testing.assert_allclose(got, want, atol=tolerance, rtol=tolerance)
+
+
+def test_evaluation_precision_is_recorded_and_keys_the_saved_progress(trained_run, tmp_path):
+    import shutil
+
+    source, _ = trained_run
+    out = tmp_path / "copy"
+    shutil.copytree(source, out)
+    full = evaluate.evaluate_run(out, k=8, limit=20)
+    half = evaluate.evaluate_run(out, k=8, limit=20, precision="mixed_bfloat16")
+    assert (full["precision"], half["precision"]) == ("float32", "mixed_bfloat16")
+    assert full["samples_per_second"] > 0 and "images x samples per second" in evaluate.format_table(half)
+    assert half["iw_nll"] != full["iw_nll"]  # bf16 really computed something else
+    assert abs(half["iw_nll"] - full["iw_nll"]) < 1.0
+    from mnist_vae.errors import UserError
+
+    with pytest.raises(UserError, match="--precision must be one of"):
+        evaluate.evaluate_run(out, k=8, limit=20, precision="float16")
 
 
 @pytest.mark.slow

@@ -63,6 +63,8 @@ RUN_DIR_HELP = "run directory written by `vae train`"
 
 def build_parser():
     """The argument parser of ``vae``."""
+    from mnist_vae.models import PRECISIONS
+
     parser = Parser(prog="vae", description="Variational autoencoders on MNIST-family images.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,plot,evaluate,classifier}")
 
@@ -96,6 +98,9 @@ def build_parser():
     evaluate.add_argument("--limit", type=int, help="evaluate only the first N images of the split")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default: 0)")
     evaluate.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
+    evaluate.add_argument("--precision", choices=list(PRECISIONS),
+                          help="compute precision of encoder and decoder; the log-weights stay float32 "
+                               "(default: float32; BENCHMARKS.md measures what bf16 changes)")
     evaluate.add_argument("--sample-quality", action="store_true",
                           help="instead of likelihoods: the dataset classifier's accuracy on 10,000 class-conditional "
                                "samples (conditional models) and the Fréchet distance of 10,000 samples to the test "
@@ -163,17 +168,24 @@ def run_plot(args):
 def run_evaluate(args):
     """``vae evaluate DIR``."""
     from mnist_vae.evaluate import evaluate_run, format_table, sample_quality_run
+    from mnist_vae.train import emulated_bf16_warning
 
     if args.sample_quality:
         from mnist_vae.quality import format_quality
 
+        if args.precision is not None:
+            raise UserError("--precision is read by the likelihood evaluation, not --sample-quality; drop one")
         print(format_quality(sample_quality_run(args.dir, args.classifier, args.seed, args.data_dir, args.samples)))
         print(f"wrote {args.dir / 'sample_quality.json'}")
         return
     if args.classifier is not None or args.samples is not None:
         raise UserError("--classifier and --samples are read by --sample-quality; add it")
+    precision = args.precision or "float32"
+    warning = emulated_bf16_warning(precision)
+    if warning:
+        print(f"vae evaluate: warning: {warning}", file=sys.stderr)
     result = evaluate_run(args.dir, args.split, args.iw_samples, args.batch_size, args.chunk_size,
-                          args.limit, args.seed, args.data_dir)
+                          args.limit, args.seed, args.data_dir, precision)
     print(format_table(result))
     print(f"wrote {args.dir / 'evaluation.json'}")
 

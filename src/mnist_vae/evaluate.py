@@ -19,6 +19,7 @@ from keras import ops
 
 from mnist_vae import inference, losses
 from mnist_vae.data import ImageBatches, one_hot
+from mnist_vae.models import AutoregressiveScorer
 
 
 def evaluate_losses(vae, images, batch_size=128, labels=None):
@@ -39,20 +40,24 @@ def evaluate_losses(vae, images, batch_size=128, labels=None):
     return {name: sums[name] / len(images) for name in ("loss", "reconstruction_loss", "kl_loss")}
 
 
-def log_weights(vae, x, z_mean, z_log_var, eps, y=None):
+def log_weights(vae, x, z_mean, z_log_var, eps, y=None, scorer=None):
     """For K draws per image: (log p(x, z_k) - log q(z_k|x), log p(x|z_k)), each (K, B) nats.
 
     ``x`` (B, H, W, C) model-ready images; ``z_mean``, ``z_log_var`` (B, L) from the encoder;
     ``eps`` (K, B, L) standard normal noise; ``y`` (B, classes) one-hot labels of a conditional
-    model, which then scores p(x, z | y) / q(z | x, y).
+    model, which then scores p(x, z | y) / q(z | x, y). An autoregressive decoder is run through
+    ``scorer`` (a ``models.AutoregressiveScorer`` of it, made here if not given).
     """
     k, b, latent_dim = eps.shape
     z = z_mean[None] + ops.exp(0.5 * z_log_var)[None] * eps  # (K, B, L)
     z_flat = ops.reshape(z, (k * b, latent_dim))
-    # An autoregressive decoder scores x given z in one pass, reading the K copies of x it is conditioned on.
-    x_rep = _repeat(x, k) if vae.autoregressive else None
     y_rep = _repeat(y, k) if vae.conditional else None
-    logits = vae.decoder(vae.decoder_inputs(z_flat, x_rep, y_rep), training=False)  # (K*B, H, W, P)
+    if vae.autoregressive:
+        # x given z in one pass; the head's image-only first layer once per image, not per draw.
+        scorer = scorer or AutoregressiveScorer(vae.decoder, vae.pad)
+        logits = scorer(vae.decoder_inputs(z_flat, None, y_rep, with_images=False), x, k)  # (K*B, H, W, P)
+    else:
+        logits = vae.decoder(vae.decoder_inputs(z_flat, None, y_rep), training=False)  # (K*B, H, W, P)
     # x broadcasts against the K decodings: (1, B, H, W, C) vs (K, B, H, W, P) -> (K, B).
     log_px_z = -losses.reconstruction_loss(x[None], ops.reshape(logits, (k, b, *logits.shape[1:])), vae.pad,
                                            vae.likelihood)
@@ -78,13 +83,14 @@ def _noise(seed, batch_start, first, last, batch, latent_dim):
 
 
 def importance_weighted(vae, images, k=1000, batch_size=100, chunk_size=100, seed=0, labels=None, progress=None,
-                        slot=0):
+                        slot=0, scorer=None):
     """Per-image IW bound on -log p(x) and Monte-Carlo reconstruction term, each (n,) nats.
 
     For a conditional model, the bound on -log p(x | y) with ``labels`` (n,) integers (or one
     label for all). Memory is O(batch_size * chunk_size) images whatever ``k``; chunks are
     combined with a numerically stable log-sum-exp. With a ``Progress``, batches it already
-    holds (in row ``slot``) are taken from it, and each new one is recorded there.
+    holds (in row ``slot``) are taken from it, and each new one is recorded there. ``scorer``:
+    see ``log_weights`` (a benchmark passes another to compare).
     """
     if k < 1 or batch_size < 1 or chunk_size < 1:
         raise ValueError("k, batch_size and chunk_size must be at least 1")
@@ -94,6 +100,8 @@ def importance_weighted(vae, images, k=1000, batch_size=100, chunk_size=100, see
         conditioning = one_hot(np.broadcast_to(np.asarray(labels), (len(images),)), vae.num_classes)
     nll = np.empty(len(images), np.float64)
     reconstruction = np.empty(len(images), np.float64)
+    if vae.autoregressive and scorer is None:
+        scorer = AutoregressiveScorer(vae.decoder, vae.pad)
     for start in range(0, len(images), batch_size):
         stop = min(len(images), start + batch_size)
         if progress is not None and progress.has(slot, start, stop):
@@ -108,7 +116,7 @@ def importance_weighted(vae, images, k=1000, batch_size=100, chunk_size=100, see
         for first in range(0, k, chunk_size):
             last = min(k, first + chunk_size)
             eps = ops.convert_to_tensor(_noise(seed, start, first, last, b, latent_dim))
-            log_w, log_px_z = log_weights(vae, x, z_mean, z_log_var, eps, y)
+            log_w, log_px_z = log_weights(vae, x, z_mean, z_log_var, eps, y, scorer)
             chunk = ops.convert_to_numpy(ops.logsumexp(log_w, axis=0)).astype(np.float64)
             running = np.logaddexp(running, chunk)
             rec_sum -= ops.convert_to_numpy(ops.sum(log_px_z, axis=0)).astype(np.float64)
@@ -202,13 +210,16 @@ MAX_DECODED_AT_ONCE = 10_000
 SPLITS = ("test", "validation")
 
 
-def check_arguments(split, k, batch_size, chunk_size, limit, seed):
+def check_arguments(split, k, batch_size, chunk_size, limit, seed, precision="float32"):
     """Raise ``UserError`` naming the first argument of ``evaluate_run`` out of its range."""
     from mnist_vae.config import BOUNDS, check_range
     from mnist_vae.errors import UserError
+    from mnist_vae.models import PRECISIONS
 
     if split not in SPLITS:
         raise UserError(f"--split must be one of {list(SPLITS)}, got {split!r}")
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {list(PRECISIONS)}, got {precision!r}")
     ranges = [("--iw-samples", k, 1, MAX_IW_SAMPLES), ("--batch-size", batch_size, 1, MAX_DECODED_AT_ONCE),
               ("--chunk-size", chunk_size, 1, MAX_IW_SAMPLES), ("--seed", seed, *BOUNDS["seed"])]
     if limit is not None:
@@ -224,29 +235,32 @@ def check_arguments(split, k, batch_size, chunk_size, limit, seed):
 EVALUATION_BYTES = 1_000_000
 
 
-def evaluate_run(run_dir, split="test", k=1000, batch_size=100, chunk_size=100, limit=None, seed=0, data_dir=None):
+def evaluate_run(run_dir, split="test", k=1000, batch_size=100, chunk_size=100, limit=None, seed=0, data_dir=None,
+                 precision="float32"):
     """Evaluate a finished run on a held-out split; writes ``evaluation.json`` and returns its content.
 
     Holds the run's lock, and checks that ``evaluation.json`` can be written before the long part.
+    ``precision`` is the compute precision of encoder and decoder (``models.PRECISIONS``); the
+    log-weights and their sums are float32 in both.
     """
     from mnist_vae.rundir import RunDir, locked
 
-    check_arguments(split, k, batch_size, chunk_size, limit, seed)
+    check_arguments(split, k, batch_size, chunk_size, limit, seed, precision)
     run = RunDir(run_dir)
     config = run.load_config()  # a clear error for a folder that is not a run, before anything is written
     with locked(run, "vae evaluate"):
         run.check_writable()
         run.check_free_space(EVALUATION_BYTES)
-        return _evaluate_locked(run, config, split, k, batch_size, chunk_size, limit, seed, data_dir)
+        return _evaluate_locked(run, config, split, k, batch_size, chunk_size, limit, seed, data_dir, precision)
 
 
-def _evaluate_locked(run, config, split, k, batch_size, chunk_size, limit, seed, data_dir):
+def _evaluate_locked(run, config, split, k, batch_size, chunk_size, limit, seed, data_dir, precision):
     import sys
 
     from mnist_vae.data import HELD_OUT_BINARIZE_SEED, held_out_images, load_splits
     from mnist_vae.rundir import load_inference_model, write_json_atomic
 
-    vae = load_inference_model(run)
+    vae = load_inference_model(run, precision)
     splits = load_splits(config.dataset, config.validation_size, limit=1, data_dir=data_dir)
     chosen = getattr(splits, split)
     # Binarise the whole split before --limit, so a subset sees the same pixels as the full set.
@@ -255,7 +269,7 @@ def _evaluate_locked(run, config, split, k, batch_size, chunk_size, limit, seed,
     start = time.perf_counter()
     stat = run.vae.stat()  # a retrained model invalidates saved progress
     key = {"split": split, "iw_samples": k, "batch_size": batch_size, "seed": seed, "images": len(images),
-           "binarize": config.binarize, "model": [stat.st_size, stat.st_mtime_ns]}
+           "binarize": config.binarize, "model": [stat.st_size, stat.st_mtime_ns], "precision": precision}
     progress = Progress(run.evaluation_partial, key, max(vae.num_classes, 1), len(images))
     run.check_free_space(EVALUATION_BYTES + 2 * progress.nbytes)  # the saved file and its replacement at once
     if progress.done:
@@ -271,6 +285,7 @@ def _evaluate_locked(run, config, split, k, batch_size, chunk_size, limit, seed,
     kl_dims = ops.convert_to_numpy(kl_dims).astype(np.float64)  # (n, L)
     kl = kl_dims.sum(axis=1)
     seconds = progress.seconds + time.perf_counter() - start  # with earlier, interrupted tries
+    decoded = len(images) * k * max(vae.num_classes, 1)  # a conditional model is scored under every label
     negative_elbo = reconstruction + kl
 
     def summary(mask):
@@ -291,6 +306,7 @@ def _evaluate_locked(run, config, split, k, batch_size, chunk_size, limit, seed,
         "binarize": config.binarize,
         "iw_samples": k,
         "seed": seed,
+        "precision": precision,
         "likelihood": vae.likelihood,
         "units": f"nats per image on the {vae.geometry.describe()} (bits_per_dim: bits per scored sub-pixel)",
         "conditional": vae.conditional,
@@ -307,6 +323,8 @@ def _evaluate_locked(run, config, split, k, batch_size, chunk_size, limit, seed,
             vae.encoder, vae.encoder_inputs(images, one_hot(labels, vae.num_classes) if vae.conditional else None)
         ).items()},
         "seconds": round(seconds, 1),
+        # images x importance samples (x labels) decoded per second, the whole evaluation's wall time
+        "samples_per_second": round(decoded / max(seconds, 1e-9)),
     }
     write_json_atomic(run.evaluation, result)
     progress.remove()
@@ -368,7 +386,8 @@ def format_table(result):
     """A plain-text table of an ``evaluate_run`` result."""
     lines = [
         f"{result['dataset']} {result['split']} split, {result['images']} images, K={result['iw_samples']}, "
-        f"seed {result['seed']} ({result['seconds']} s)",
+        f"seed {result['seed']}, {result.get('precision', 'float32')} ({result['seconds']} s, "
+        f"{result.get('samples_per_second', 0):,} images x samples per second)",
         f"{'':>14} {'-ELBO':>9} {'recon':>9} {'KL':>7} {'IW-NLL':>9}",
     ]
     rows = [("all", result)] + list(result["per_class"].items())

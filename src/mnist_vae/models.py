@@ -246,6 +246,49 @@ def autoregressive_parts(decoder):
     return keras.Model(latent_inputs, decoder.get_layer("features").output), decoder.get_layer("pixel_head")
 
 
+def pixel_head_stages(head):
+    """(image_stage, rest) of a ``build_pixel_head`` head: ``head([features, image])`` equals
+    ``rest(features + image_stage(image))``.
+
+    ``image_stage`` is the first, mask-A convolution, the head's one layer that reads the image and
+    not z; ``rest`` is everything after the sum. So K latent draws of one image need the image
+    stage once, not K times.
+    """
+    masked = [layer for layer in head.layers if isinstance(layer, MaskedConv2D)]
+    image_stage, blocks, output = masked[0], masked[1:], head.get_layer("head_logits")
+
+    def rest(h):
+        h = ops.relu(h)
+        for block in blocks:
+            h = ops.relu(ops.add(h, block(h)))
+        return output(h)
+
+    return image_stage, rest
+
+
+class AutoregressiveScorer:
+    """The logits of an autoregressive decoder for K latent draws per image, its image-only part once per image.
+
+    ``scorer(latent_inputs, images, k)``: ``latent_inputs`` are the decoder's z [, labels] for K*B
+    draws, copy-major (draw j of image b at row j*B + b); ``images`` (B, H, W, C) once each. Equals
+    ``decoder([*latent_inputs, images repeated K times])`` (``tests/test_evaluate.py``), without
+    the K copies of the images or K runs of the head's first convolution on them.
+    """
+
+    def __init__(self, decoder, pad=PAD):
+        self.features, head = autoregressive_parts(decoder)
+        self.image_stage, self.rest = pixel_head_stages(head)
+        self.crop = layers.Cropping2D(pad)
+        self.uncrop = decoder.get_layer("logits")  # the zero border of unscored padding
+
+    def __call__(self, latent_inputs, images, k):
+        features = self.features(latent_inputs, training=False)  # (K*B, h, w, F)
+        shape = features.shape
+        stage = ops.cast(self.image_stage(self.crop(images)), features.dtype)  # (B, h, w, F)
+        summed = ops.reshape(ops.reshape(features, (k, -1, *shape[1:])) + stage[None], (-1, *shape[1:]))
+        return self.uncrop(self.rest(summed))  # (K*B, H, W, C)
+
+
 @dataclasses.dataclass(frozen=True)
 class Architecture:
     """An encoder/decoder pair and the kind of observation model its decoder can parameterise."""
@@ -416,14 +459,17 @@ class VAE(keras.Model):
         """The encoder's inputs in its order: the images, then a conditional model's one-hot labels."""
         return [images, labels] if self.conditional else images
 
-    def decoder_inputs(self, z, images=None, labels=None):
-        """The decoder's inputs in its order: z, a conditional model's one-hot labels, an autoregressive one's images."""
+    def decoder_inputs(self, z, images=None, labels=None, with_images=True):
+        """The decoder's inputs in its order: z, a conditional model's one-hot labels, an autoregressive one's images.
+
+        ``with_images=False``: only the latent ones (an ``AutoregressiveScorer``'s first argument).
+        """
         inputs = [z]
         if self.conditional:
             if labels is None:
                 raise ValueError("a conditional VAE's decoder needs the one-hot labels to decode")
             inputs.append(labels)
-        if self.autoregressive:
+        if self.autoregressive and with_images:
             if images is None:
                 raise ValueError("an autoregressive decoder needs the images it models (or a sampler)")
             inputs.append(images)

@@ -330,8 +330,12 @@ def load_model(path, compile=True):
         raise UserError(f"{path}: cannot load this Keras model ({first_line}); re-train or re-copy it") from None
 
 
-def load_inference_model(run):
-    """The run's final VAE (``models/vae.keras``: encoder, decoder and what kind they are), computing in float32."""
+def load_inference_model(run, precision="float32"):
+    """The run's final VAE (``models/vae.keras``: encoder, decoder and what kind they are), computing in ``precision``.
+
+    float32 unless asked: whatever precision trained it (weights are float32 in both), a
+    held-out number is then comparable across runs; ``vae evaluate --precision`` asks for bf16.
+    """
     from mnist_vae.models import set_precision
 
-    return set_precision(load_model(run.vae, compile=False), "float32")
+    return set_precision(load_model(run.vae, compile=False), precision)
