@@ -74,3 +74,31 @@ def test_the_gpu_script_trains_and_evaluates_on_the_torch_backend(tmp_path):
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "gpu-seed.json").read_text())["train_seconds"] is None
+
+
+@pytest.mark.slow
+def test_time_to_quality_scores_both_recipes_every_epoch_and_reuses_the_reference(tmp_path, capsys):
+    ttq = _load("time_to_quality")
+    args = [str(tmp_path), "--limit", "256", "--test-images", "500", "--reference-epochs", "2",
+            "--recipe", "--epochs 2 --batch-size 64 --validation-size 500 --test-limit 500"]
+    ref, rows = ttq.main(args)
+    assert len(ref["curve"]) == 2 and ref["train_images"] == 256
+    (row,) = rows
+    assert len(row["curve"]) == 2 and row["final_test_loss"] > 0
+    seconds = [s for s, _ in row["curve"]]
+    assert 0 < seconds[0] < seconds[1] <= row["wall_seconds"]
+    target = ref["curve"][-1][1]
+    assert row["reached_reference_at"] == ttq.first_reaching(row["curve"], target)
+    assert ttq.first_reaching([(1.0, 200.0), (2.0, 150.0), (3.0, 140.0)], 151.0) == 2.0
+    assert ttq.first_reaching([(1.0, 200.0)], 151.0) is None
+    (dead,) = row["dead_relu_units"].values()
+    assert dead[1] == 16 and 0 <= dead[0] <= 16
+    assert "| default | 0 |" in capsys.readouterr().out
+    # A second call reuses the saved reference and appends its rows.
+    reference_file = tmp_path / "reference.json"
+    before = reference_file.stat().st_mtime_ns
+    ttq.main([*args[:-2], "--recipe", "--epochs 1 --batch-size 64 --test-limit 500", "--name", "one-epoch"])
+    assert reference_file.stat().st_mtime_ns == before
+    import json
+
+    assert [r["recipe"] for r in json.loads((tmp_path / "time_to_quality.json").read_text())] == ["default", "one-epoch"]

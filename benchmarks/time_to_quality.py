@@ -1,0 +1,157 @@
+"""Time to quality: how soon this package's default recipe beats what the keras-io-style reference reaches in 30 epochs.
+
+    python benchmarks/time_to_quality.py OUT [--seeds 0 1 2] [--set name=value ...]
+
+1. The keras-io-style reference (``compare.keras_io_reference``: GradientTape step, sigmoid
+   output, cross-entropy on probabilities, Adam 1e-3, batch 128) trains ``--reference-epochs``
+   (30) on the 55,000 training images of the package's 55,000/5,000 split; its test -ELBO (nats,
+   28x28 pixels, one posterior sample per image with fixed noise) is scored after every epoch.
+   Saved as OUT/reference.json, and reused from there by a later call.
+2. This package's recipe (``vae train`` with the ``--recipe`` flags) trains through ``train.train``,
+   as ``vae train`` does, for each ``--seeds`` seed, into OUT/<recipe>-seed<S>; a benchmark-only
+   callback scores the test split after each epoch the same way (on a float32 copy of the
+   weights, its time left out of the clock). Nothing in training sees these scores.
+
+Prints, per run: the wall time from the start of training at which the test -ELBO first reaches
+the reference's final value, the reference's wall time to that value (its 30 epochs) and their
+ratio, the final test loss, and the dead units of the encoder's ReLU bottleneck. Everything goes
+into OUT/time_to_quality.json too. Scoring is in float32 whatever the training precision.
+"""
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from compare import BATCH, keras_io_reference  # noqa: E402
+
+from mnist_vae import inference  # noqa: E402
+from mnist_vae.config import Config  # noqa: E402
+from mnist_vae.data import load_splits  # noqa: E402
+from mnist_vae.evaluate import evaluate_losses  # noqa: E402
+from mnist_vae.models import build_vae  # noqa: E402
+from mnist_vae.train import train  # noqa: E402
+
+
+def test_loss(encoder, decoder, config, test_images):
+    """Test -ELBO of these weights in float32, one posterior sample per image, the same noise every call."""
+    scorer = build_vae(test_images.shape[1:], config.latent_dim, config.architecture, seed=0)
+    scorer.encoder.set_weights(encoder.get_weights())
+    scorer.decoder.set_weights(decoder.get_weights())
+    return evaluate_losses(scorer, test_images, 500)["loss"]
+
+
+class TestCurve(keras.callbacks.Callback):
+    """Benchmark only: the test -ELBO after each epoch and the training wall time it was reached at."""
+
+    def __init__(self, config, test_images, start):
+        super().__init__()
+        self.config, self.test_images = config, test_images
+        self.start, self.excluded, self.curve = start, 0.0, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        loss = test_loss(self.model.encoder, self.model.decoder, self.config, self.test_images)
+        self.curve.append((round(now - self.start - self.excluded, 2), round(loss, 3)))
+        self.excluded += time.perf_counter() - now
+
+
+def reference(splits, epochs, seed=0):
+    """(curve [(seconds, test loss) per epoch]) of the keras-io-style reference."""
+    keras.utils.set_random_seed(seed)
+    start = time.perf_counter()
+    model = keras_io_reference(splits.train.images.shape[1:])
+    model.compile(keras.optimizers.Adam(1e-3))
+    excluded, curve, config = 0.0, [], Config()
+    for _ in range(epochs):
+        model.fit(splits.train.images, batch_size=BATCH, epochs=1, shuffle=True, verbose=0)
+        now = time.perf_counter()
+        loss = test_loss(model.encoder, model.decoder, config, splits.test.images)
+        curve.append((round(now - start - excluded, 2), round(loss, 3)))
+        excluded += time.perf_counter() - now
+    return curve
+
+
+def first_reaching(curve, target):
+    """Seconds at which ``curve`` first gets to ``target`` or below, or None."""
+    return next((seconds for seconds, loss in curve if loss <= target), None)
+
+
+def recipe_config(flags, seed, limit=None):
+    """The Config ``vae train FLAGS --seed SEED`` would train, through the CLI's own mapping."""
+    from mnist_vae.cli import build_parser, config_from_args
+
+    argv = ["train", *shlex.split(flags), "--seed", str(seed)] + (["--limit", str(limit)] if limit else [])
+    return config_from_args(build_parser().parse_args(argv))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="folder for the runs and the results")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of this package's recipe")
+    parser.add_argument("--recipe", default="", metavar="FLAGS",
+                        help="`vae train` flags of the recipe, e.g. \"--lr-schedule cosine\" (default: none)")
+    parser.add_argument("--name", default="default", help="name of the recipe in the table (default: default)")
+    parser.add_argument("--reference-epochs", type=int, default=30)
+    parser.add_argument("--limit", type=int, help="train on the first N images only (a tiny test run)")
+    parser.add_argument("--test-images", type=int, help="score the first N test images only (a tiny test run)")
+    args = parser.parse_args(argv)
+    splits = load_splits("mnist", Config().validation_size, limit=args.limit, test_limit=args.test_images)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    saved = args.out / "reference.json"
+    if saved.exists():
+        ref = json.loads(saved.read_text())
+    else:
+        ref = {"epochs": args.reference_epochs, "train_images": len(splits.train.images),
+               "curve": reference(splits, args.reference_epochs)}
+        saved.write_text(json.dumps(ref, indent=1) + "\n")
+    ref_seconds, target = ref["curve"][-1]
+
+    rows = []
+    for seed in args.seeds:
+        config = recipe_config(args.recipe, seed, args.limit)
+        out = args.out / f"{args.name}-seed{seed}"
+        start = time.perf_counter()
+        curve = TestCurve(config, splits.test.images, start)
+        metrics = train(config, out, verbose=0, callbacks=[curve])
+        wall = time.perf_counter() - start - curve.excluded
+        vae = keras.saving.load_model(out / "models" / "vae.keras", compile=False)
+        dead = inference.dead_relu_units(vae.encoder, splits.test.images)
+        reached = first_reaching(curve.curve, target)
+        rows.append({"recipe": args.name, "flags": args.recipe, "seed": seed, "curve": curve.curve,
+                     "reached_reference_at": reached, "speed_up": ref_seconds / reached if reached else None,
+                     "final_test_loss": metrics["test"]["loss"], "wall_seconds": round(wall, 1),
+                     "precision": metrics["precision"],
+                     "dead_relu_units": {name: list(v) for name, v in dead.items()}})
+    results = args.out / "time_to_quality.json"
+    previous = json.loads(results.read_text()) if results.exists() else []
+    results.write_text(json.dumps(previous + rows, indent=1) + "\n")
+
+    print(f"reference: {ref['epochs']} epochs on {ref['train_images']:,} images, test -ELBO {target:.2f} "
+          f"after {ref_seconds:.0f} s of training")
+    print("| recipe | seed | precision | reaches the reference's value at | speed-up | final test loss | "
+          "whole run | dead bottleneck units |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | --- |")
+    for row in rows:
+        reached = f"{row['reached_reference_at']:.0f} s" if row["reached_reference_at"] else "never"
+        speed = f"{row['speed_up']:.2f}x" if row["speed_up"] else "-"
+        dead = ", ".join(f"{d}/{u}" for d, u in row["dead_relu_units"].values()) or "none (no ReLU Dense)"
+        print(f"| {row['recipe']} | {row['seed']} | {row['precision']} | {reached} | {speed} | "
+              f"{row['final_test_loss']:.2f} | {row['wall_seconds']:.0f} s | {dead} |")
+    if len(rows) > 1:
+        print(f"mean final test loss over seeds {args.seeds}: "
+              f"{statistics.mean(r['final_test_loss'] for r in rows):.2f}")
+    return ref, rows
+
+
+if __name__ == "__main__":
+    main()
