@@ -16,11 +16,12 @@ import statistics
 import time
 
 import numpy as np
-from keras import ops
 
-from mnist_vae import evaluate
+from mnist_vae import evaluate  # before Keras: the package imports it with TensorFlow's start-up notices muted
 from mnist_vae.data import held_out_images, load_splits
 from mnist_vae.rundir import RunDir, load_inference_model
+
+from keras import ops  # noqa: E402, I001
 
 
 class RepeatedImages:
