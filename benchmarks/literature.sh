@@ -10,6 +10,8 @@
 # and training resumes from its last epoch, evaluation from its last saved batch
 # (evaluation.partial.npz). Each finished evaluation is kept as evaluation-K<k>-N<n>.json.
 # On a GPU, KERAS_BACKEND=torch or jax, and K=5000 (the published protocol).
+# TRAIN_FLAGS and EVAL_FLAGS (environment) add flags to `vae train` and `vae evaluate`, e.g.
+#   TRAIN_FLAGS="--pixel-layers 5 --precision mixed_bfloat16" EVAL_FLAGS="--precision mixed_bfloat16"
 set -euo pipefail
 run=${1:-runs/literature}
 architecture=${2:-resnet_ar}
@@ -20,11 +22,13 @@ if [ ! -f "$run/metrics.json" ]; then
   if [ -f "$run/config.json" ]; then
     vae train --resume --out "$run" --quiet        # an interrupted training continues
   else
-    vae train --preset literature --architecture "$architecture" --out "$run" --quiet
+    # shellcheck disable=SC2086  # word splitting of the flags is the point
+    vae train --preset literature --architecture "$architecture" ${TRAIN_FLAGS:-} --out "$run" --quiet
   fi
 fi
 if [ ! -f "$run/evaluation-K$k-N$images.json" ]; then
-  vae evaluate "$run" --iw-samples "$k" --limit "$images"
+  # shellcheck disable=SC2086
+  vae evaluate "$run" --iw-samples "$k" --limit "$images" ${EVAL_FLAGS:-}
   cp "$run/evaluation.json" "$run/evaluation-K$k-N$images.json"
 fi
 python3 - "$run" "$k" "$images" <<'EOF'

@@ -26,6 +26,8 @@ class Config:
     """Encoder/decoder family: seed (the seed's pair), resnet (residual, no bottleneck) or resnet_ar (resnet with an autoregressive pixel head; needs --binarize dynamic)."""
     likelihood: str = "auto"
     """Observation model p(x|z): bernoulli (per-pixel logits), bernoulli_ar (resnet_ar's causal head), logistic_mixture (discretised logistic mixture of 8-bit levels, for colour), or auto: bernoulli_ar for resnet_ar, logistic_mixture for colour datasets, else bernoulli."""
+    pixel_layers: int | None = None
+    """Masked 3x3 residual layers in resnet_ar's causal head, after its 7x7 first layer: more context per pixel and capacity, more time per step. Unset: 2 (the head of every resnet_ar run before 2026-12-02). Only for resnet_ar."""
     latent_dim: int = 2
     """Number of latent dimensions; 2 gives the manifold grid plot."""
     conditional: bool = False
@@ -87,6 +89,9 @@ class Config:
             if not ok:
                 raise UserError(f"{_flag(name)} must be {expected}, got {_short(getattr(self, name))}")
         self._check_observation_model()
+        if self.pixel_layers is not None and not ARCHITECTURES[self.architecture].autoregressive:
+            raise UserError(f"--pixel-layers sets the causal head of an autoregressive architecture, and "
+                            f"--architecture {self.architecture} has none; drop --pixel-layers or use resnet_ar")
         if self.conditional and not DATASETS[self.dataset].class_names:
             raise UserError(f"--conditional needs class labels, and --dataset {self.dataset} has none; "
                             "drop --conditional")
@@ -186,6 +191,7 @@ MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; anything near thi
 # for 10^10 decoded images (grid_size 100,000).
 BOUNDS = {
     "latent_dim": (1, 1024),
+    "pixel_layers": (0, 32),
     "kl_warmup": (0, 100_000),
     "epochs": (1, 100_000),
     "batch_size": (1, 8192),

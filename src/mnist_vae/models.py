@@ -204,13 +204,15 @@ def build_pixel_head(feature_shape, channels=1, filters=32, layers_b=2):
     return keras.Model([features, image], logits, name="pixel_head")
 
 
-def build_resnet_ar_decoder(image_shape=(32, 32, 1), latent_dim=32, out_channels=None, pad=PAD, num_classes=0):
+def build_resnet_ar_decoder(image_shape=(32, 32, 1), latent_dim=32, out_channels=None, pad=PAD, num_classes=0,
+                            pixel_layers=2):
     """Residual decoder with an autoregressive (PixelCNN-style) output: [z, images] -> logits.
 
     The latent carries global shape; the causal head models what a factorised Bernoulli cannot,
     the dependence between neighbouring pixels (as in PixelVAE, Gulrajani et al., 2017). The head
     runs on the 28x28 pixels that are scored; the padding's logits are 0 and never used.
-    Inputs in the order ``VAE.decoder_inputs`` gives them.
+    Inputs in the order ``VAE.decoder_inputs`` gives them. ``pixel_layers``: the head's masked
+    3x3 layers after its first (``build_pixel_head``'s ``layers_b``).
     """
     if out_channels not in (None, image_shape[-1]):
         raise ValueError(f"the autoregressive head returns one logit per channel, not {out_channels} parameters")
@@ -222,7 +224,7 @@ def build_resnet_ar_decoder(image_shape=(32, 32, 1), latent_dim=32, out_channels
     features = layers.Cropping2D(pad, name="features")(_resnet_features(z_and_label, image_shape))  # (b, 28, 28, 32)
     context = layers.Cropping2D(pad)(images)  # (b, 28, 28, c)
     # Spatial sides left open so a sampler can run the head on the few rows a pixel depends on.
-    head = build_pixel_head((None, None, features.shape[-1]), image_shape[-1])
+    head = build_pixel_head((None, None, features.shape[-1]), image_shape[-1], layers_b=pixel_layers)
     logits = layers.ZeroPadding2D(pad, name="logits")(head([features, context]))  # (b, 32, 32, c)
     return keras.Model(inputs, logits, name="decoder")
 
@@ -348,12 +350,13 @@ def default_likelihood(architecture, channels=1):
 
 
 def build_vae(image_shape=(32, 32, 1), latent_dim=2, architecture="seed", seed=None, beta=1.0, precision="float32",
-              likelihood=None, pad=PAD, kl_warmup=0, free_bits=0.0, num_classes=0):
+              likelihood=None, pad=PAD, kl_warmup=0, free_bits=0.0, num_classes=0, pixel_layers=None):
     """Build a VAE of the named architecture, observation model and ``precision``, variables created, ready to compile.
 
     ``likelihood`` defaults to ``default_likelihood``; ``pad`` is the zero border of
     ``image_shape`` that is not scored (``observation.Geometry.pad``); ``num_classes`` > 0 makes
-    a conditional VAE (the one-hot label enters encoder and decoder).
+    a conditional VAE (the one-hot label enters encoder and decoder); ``pixel_layers`` sets an
+    autoregressive decoder's head depth (None: its builder's default).
     """
     try:
         arch = ARCHITECTURES[architecture]
@@ -367,8 +370,11 @@ def build_vae(image_shape=(32, 32, 1), latent_dim=2, architecture="seed", seed=N
         raise ValueError(f"architecture {architecture!r} with likelihood {likelihood!r} on {image_shape} images: "
                          f"{model.check(image_shape[-1]) or 'the decoder cannot return its parameters'}")
     encoder = arch.build_encoder(image_shape, latent_dim, num_classes=num_classes)
+    if pixel_layers is not None and not arch.autoregressive:
+        raise ValueError(f"architecture {architecture!r} has no causal head for pixel_layers={pixel_layers}")
+    head = {} if pixel_layers is None else {"pixel_layers": pixel_layers}
     decoder = arch.build_decoder(image_shape, latent_dim, model.parameter_channels(image_shape[-1]), pad,
-                                 num_classes=num_classes)
+                                 num_classes=num_classes, **head)
     vae = VAE(encoder, decoder, seed=seed, beta=beta, likelihood=likelihood, pad=pad, kl_warmup=kl_warmup,
               free_bits=free_bits, num_classes=num_classes)
     vae = set_precision(vae, precision)

@@ -93,7 +93,8 @@ def _train_locked(run, config, resume, data_dir, verbose, callbacks):
     vae = build_vae(splits.spec.geometry.model_shape, config.latent_dim, config.architecture, seed=config.seed,
                     precision=precision, likelihood=config.resolved_likelihood(), pad=splits.spec.geometry.pad,
                     beta=config.beta, kl_warmup=config.kl_warmup, free_bits=config.free_bits,
-                    num_classes=len(splits.spec.class_names) if config.conditional else 0)
+                    num_classes=len(splits.spec.class_names) if config.conditional else 0,
+                    pixel_layers=config.pixel_layers)
     run.check_writable()
     run.check_free_space(training_bytes(4 * vae.count_params(), config.epochs))
     start_run_dir(run, config, resume)
