@@ -43,6 +43,8 @@ def test_json_round_trip(tmp_path):
         ({"limit": True}, "--limit must be int or null"),
         ({"jit_compile": 1}, "--jit-compile must be bool"),
         ({"colour": "red"}, "unknown config field"),
+        ({"architecture": "resnet_ar", "binarize": "dynamic", "pixel_layers": -1}, "--pixel-layers must be between 0"),
+        ({"architecture": "resnet", "pixel_layers": 4}, "--architecture resnet has none; drop --pixel-layers"),
     ],
 )
 def test_bad_values_are_named(values, message):

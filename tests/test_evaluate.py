@@ -244,10 +244,12 @@ def test_autoregressive_decoders_are_scored_with_the_image_and_chunking_does_not
     assert not np.allclose(ops.convert_to_numpy(with_x), ops.convert_to_numpy(blank))
 
 
-@pytest.mark.parametrize("num_classes, precision", [(0, "float32"), (10, "float32"), (0, "mixed_bfloat16")])
-def test_the_scorer_runs_the_image_stage_once_and_equals_the_decoder_on_repeated_images(num_classes, precision):
+@pytest.mark.parametrize("num_classes, precision, pixel_layers",
+                         [(0, "float32", None), (10, "float32", None), (0, "mixed_bfloat16", None), (0, "float32", 5)])
+def test_the_scorer_runs_the_image_stage_once_and_equals_the_decoder_on_repeated_images(num_classes, precision,
+                                                                                         pixel_layers):
     vae = models.build_vae(latent_dim=3, architecture="resnet_ar", seed=0, num_classes=num_classes,
-                           precision=precision)
+                           precision=precision, pixel_layers=pixel_layers)
     k, b = 5, 3
     rng = np.random.default_rng(0)
     x = ops.convert_to_tensor((rng.random((b, 32, 32, 1)) < 0.3).astype("float32"))

@@ -189,8 +189,12 @@ def _binary(n=2, seed=0):
     return (np.random.default_rng(seed).random((n, 32, 32, 1)) < 0.5).astype("float32")
 
 
-def test_autoregressive_decoder_is_causal_in_raster_order():
-    decoder = models.build_resnet_ar_decoder(latent_dim=4)
+@pytest.mark.parametrize("pixel_layers", [2, 5])
+def test_autoregressive_decoder_is_causal_in_raster_order(pixel_layers):
+    decoder = models.build_resnet_ar_decoder(latent_dim=4, pixel_layers=pixel_layers)
+    head = decoder.get_layer("pixel_head")
+    assert sum(isinstance(layer, models.MaskedConv2D) for layer in head.layers) == 1 + pixel_layers
+    assert models.rows_seen_above(head) == 3 + pixel_layers  # the 7x7 first layer, then one row per 3x3
     z = np.random.default_rng(0).standard_normal((1, 4)).astype("float32")
     x = _binary(1)
     base = keras.ops.convert_to_numpy(decoder([z, x]))[0, ..., 0]
@@ -209,10 +213,11 @@ def test_autoregressive_decoder_is_causal_in_raster_order():
     assert keras.ops.convert_to_numpy(decoder([z, flipped]))[0, 29, 29, 0] != base[29, 29]
 
 
-def test_windowed_sampler_matches_the_full_decoder():
+@pytest.mark.parametrize("pixel_layers", [None, 5])
+def test_windowed_sampler_matches_the_full_decoder(pixel_layers):
     from mnist_vae import inference
 
-    vae = models.build_vae(latent_dim=3, architecture="resnet_ar", seed=0)
+    vae = models.build_vae(latent_dim=3, architecture="resnet_ar", seed=0, pixel_layers=pixel_layers)
     decoder = vae.decoder
     z = np.random.default_rng(1).standard_normal((3, 3)).astype("float32")
     means = inference.sample_autoregressive(vae, z, seed=4, batch_size=2)
@@ -254,6 +259,17 @@ def test_stronger_architectures_train_and_reload_in_a_fresh_process(architecture
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_head_depth_is_only_for_autoregressive_decoders():
+    with pytest.raises(ValueError, match="no causal head"):
+        models.build_vae(architecture="resnet", pixel_layers=3)
+    # Unset is the head every resnet_ar run had before the field existed: the same weights.
+    keras.utils.set_random_seed(0)  # weights are drawn from the global seed, as `vae train` sets it
+    default = models.build_vae(latent_dim=3, architecture="resnet_ar", seed=0)
+    keras.utils.set_random_seed(0)
+    two = models.build_vae(latent_dim=3, architecture="resnet_ar", seed=0, pixel_layers=2)
+    assert all(np.array_equal(a, b) for a, b in zip(_weights(default), _weights(two)))
 
 
 def _policies(model):
