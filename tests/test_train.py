@@ -273,6 +273,19 @@ def test_cosine_schedule_decays_to_one_percent_over_the_configured_epochs():
     assert float(make_optimizer(Config(), 10).learning_rate) == pytest.approx(1e-3)
 
 
+@pytest.mark.parametrize("schedule, floor", [("constant", 1.0), ("cosine", 0.01)])
+def test_learning_rate_warms_up_linearly_then_follows_the_schedule_over_the_remaining_epochs(schedule, floor):
+    from mnist_vae.train import make_optimizer
+
+    optimizer = make_optimizer(Config(epochs=5, learning_rate=2e-3, lr_schedule=schedule, lr_warmup=1), 10)
+    rate = lambda step: float(optimizer._learning_rate(step))  # noqa: E731
+    assert [rate(s) for s in (0, 5, 10)] == pytest.approx([0.0, 1e-3, 2e-3])
+    assert rate(30) == pytest.approx(2e-3 * (floor + (1 - floor) * 0.5), rel=1e-3)  # half-way through the decay
+    assert rate(50) == pytest.approx(2e-3 * floor, rel=1e-3)
+    with pytest.raises(UserError, match="--lr-warmup .* must be shorter than --epochs"):
+        Config(epochs=3, lr_warmup=3).validate()
+
+
 def test_auto_precision_picks_bf16_only_on_tensorflow_with_native_bf16(tmp_path):
     from mnist_vae.train import cpu_has_native_bf16, resolve_precision
 

@@ -46,6 +46,8 @@ class Config:
     """Adam learning rate (the starting one under a schedule)."""
     lr_schedule: str = "constant"
     """Learning-rate schedule over the run's steps: constant or cosine (decays to 1% by the last epoch)."""
+    lr_warmup: int = 0
+    """Epochs over which the learning rate rises linearly from 0 to --learning-rate before --lr-schedule takes over (Goyal et al., 2017), so a high peak rate does not blow up the first steps; 0: none."""
     validation_size: int = 5000
     """Images held out of the 60,000 training images for validation and checkpoint selection."""
     limit: int | None = None
@@ -89,6 +91,9 @@ class Config:
             if not ok:
                 raise UserError(f"{_flag(name)} must be {expected}, got {_short(getattr(self, name))}")
         self._check_observation_model()
+        if self.lr_warmup >= self.epochs:
+            raise UserError(f"--lr-warmup ({self.lr_warmup} epochs) must be shorter than --epochs ({self.epochs}), "
+                            "so the schedule has steps to run; lower --lr-warmup or raise --epochs")
         if self.pixel_layers is not None and not ARCHITECTURES[self.architecture].autoregressive:
             raise UserError(f"--pixel-layers sets the causal head of an autoregressive architecture, and "
                             f"--architecture {self.architecture} has none; drop --pixel-layers or use resnet_ar")
@@ -193,6 +198,7 @@ BOUNDS = {
     "latent_dim": (1, 1024),
     "pixel_layers": (0, 32),
     "kl_warmup": (0, 100_000),
+    "lr_warmup": (0, 100_000),
     "epochs": (1, 100_000),
     "batch_size": (1, 8192),
     "validation_size": (1, 1_000_000),

@@ -198,15 +198,23 @@ def _divergence_message(run, best, epoch, diverged):
 
 
 def make_optimizer(config, steps_per_epoch):
-    """Adam at ``config.learning_rate``, decayed as ``config.lr_schedule`` says over the configured epochs."""
+    """Adam at ``config.learning_rate``, warmed up over ``config.lr_warmup`` epochs, then decayed as
+    ``config.lr_schedule`` says over the remaining configured epochs."""
     total_steps = config.epochs * steps_per_epoch
-    schedules = {
-        "constant": lambda: config.learning_rate,
-        # Cosine to 1% of the start by the last step (Loshchilov & Hutter, 2017). The optimizer's
-        # step counter is saved with the resume state, so a resumed run continues the same curve.
-        "cosine": lambda: keras.optimizers.schedules.CosineDecay(config.learning_rate, total_steps, alpha=0.01),
-    }
-    return keras.optimizers.Adam(schedules[config.lr_schedule]())
+    warmup_steps = config.lr_warmup * steps_per_epoch
+    # Cosine to 1% of the start by the last step (Loshchilov & Hutter, 2017); "constant" is the
+    # same curve with a floor of 100%. The optimizer's step counter is saved with the resume state,
+    # so a resumed run continues the same curve.
+    floor = {"constant": 1.0, "cosine": 0.01}[config.lr_schedule]
+    if not warmup_steps:  # the schedules of every run before lr_warmup existed, unchanged
+        if config.lr_schedule == "constant":
+            return keras.optimizers.Adam(config.learning_rate)
+        return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(config.learning_rate, total_steps,
+                                                                            alpha=floor))
+    # Keras's CosineDecay warms up linearly from its initial rate (0 here) to warmup_target, then
+    # decays from there over decay_steps.
+    return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+        0.0, total_steps - warmup_steps, alpha=floor, warmup_target=config.learning_rate, warmup_steps=warmup_steps))
 
 
 def resolve_precision(precision, cpuinfo="/proc/cpuinfo"):
