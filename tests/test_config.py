@@ -43,6 +43,7 @@ def test_json_round_trip(tmp_path):
         ({"limit": True}, "--limit must be int or null"),
         ({"jit_compile": 1}, "--jit-compile must be bool"),
         ({"colour": "red"}, "unknown config field"),
+        ({"latent_dims": 3}, "unknown config field.*did you mean 'latent_dim'"),
         ({"architecture": "resnet_ar", "binarize": "dynamic", "pixel_layers": -1}, "--pixel-layers must be between 0"),
         ({"architecture": "resnet", "pixel_layers": 4}, "--architecture resnet has none; drop --pixel-layers"),
     ],

@@ -2,6 +2,7 @@
 
 import ast
 import dataclasses
+import difflib
 import functools
 import inspect
 import json
@@ -146,7 +147,10 @@ class Config:
         unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             shown = ", ".join(_short(name) for name in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
-            raise UserError(f"{source}: unknown config field(s) {shown}; known: {', '.join(sorted(field_docs()))}")
+            # The known names no longer fit on one line, so name the closest ones and where the rest are.
+            close = difflib.get_close_matches(str(unknown[0]), [f.name for f in dataclasses.fields(cls)], n=2)
+            hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+            raise UserError(f"{source}: unknown config field(s) {shown}; {hint}`vae train --help` lists the fields")
         return cls(**values).validate()
 
     @classmethod
