@@ -322,7 +322,7 @@ def _evaluate_locked(run, config, split, k, batch_size, chunk_size, limit, seed,
         "dead_relu_units": {name: {"dead": dead, "units": units} for name, (dead, units) in inference.dead_relu_units(
             vae.encoder, vae.encoder_inputs(images, one_hot(labels, vae.num_classes) if vae.conditional else None)
         ).items()},
-        "seconds": round(seconds, 1),
+        "seconds": round(seconds, 3),  # 3 places: a tiny evaluation on a fast machine is not 0.0 s
         # images x importance samples (x labels) decoded per second, the whole evaluation's wall time
         "samples_per_second": round(decoded / max(seconds, 1e-9)),
     }
