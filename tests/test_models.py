@@ -297,6 +297,28 @@ def test_mixed_precision_computes_in_bf16_but_keeps_weights_and_outputs_float32(
                                   keras.ops.convert_to_numpy(reference.decoder(inputs)))
 
 
+def test_switching_precision_retraces_compiled_prediction():
+    """inference's compiled calls after set_precision run in the new precision, not the one they were traced in."""
+    from mnist_vae import inference
+
+    vae = models.build_vae(seed=0, precision="mixed_bfloat16")
+    reference = models.build_vae(seed=0)
+    reference.set_weights(vae.get_weights())
+    z = np.random.default_rng(3).normal(size=(600, 2)).astype("float32")  # two slices of 512
+    bf16 = inference.predict(vae.decoder, z)  # traces the decoder's predict function in bf16
+    models.set_precision(vae, "float32")
+    f32 = inference.predict(vae.decoder, z)
+    assert not np.array_equal(bf16, f32)
+    np.testing.assert_allclose(f32, reference.decoder.predict(z, verbose=0), rtol=1e-5, atol=1e-5)
+    # A list of inputs and a list of outputs, sliced and joined row for row.
+    images = _batch(600)
+    z_mean, z_log_var = inference.predict(reference.encoder, images, batch_size=256)
+    expected = reference.encoder.predict(images, verbose=0)
+    assert z_mean.shape == z_log_var.shape == (600, 2)
+    np.testing.assert_allclose(z_mean, expected[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(z_log_var, expected[1], rtol=1e-5, atol=1e-6)
+
+
 def test_mixed_precision_logits_stay_close_to_float32():
     vae = models.build_vae(seed=0, precision="mixed_bfloat16")
     reference = models.build_vae(seed=0)

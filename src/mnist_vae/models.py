@@ -333,6 +333,11 @@ def set_precision(model, precision):
         if isinstance(layer, (keras.Model, layers.InputLayer, Sampling)):
             continue
         layer.dtype_policy = "float32" if layer.name in FLOAT32_LAYERS else precision
+    # Compiled predict and test functions keep the policies they were traced with (the plots after
+    # a bf16 training would be drawn in bf16): make them anew, traced on their next call.
+    for sub in [model, *(layer for layer in _inner_layers(model) if isinstance(layer, keras.Model))]:
+        sub.make_predict_function(force=True)
+        sub.make_test_function(force=True)
     return model
 
 
