@@ -102,3 +102,46 @@ def test_time_to_quality_scores_both_recipes_every_epoch_and_reuses_the_referenc
     import json
 
     assert [r["recipe"] for r in json.loads((tmp_path / "time_to_quality.json").read_text())] == ["default", "one-epoch"]
+
+
+def test_overheads_accounts_for_the_whole_run_and_restores_what_it_wrapped(tmp_path, capsys):
+    """benchmarks/overheads.py: every phase timed, the projection adds up, and nothing stays patched."""
+    import keras
+
+    from mnist_vae import report
+    from mnist_vae import train as train_module
+
+    overheads = _load("overheads")
+    before = (keras.Model.fit, train_module.evaluate_losses, report.write_plots)
+    summary = overheads.main([str(tmp_path), "--epochs", "2", "--project", "5", "--",
+                              "--limit", "256", "--validation-size", "500", "--test-limit", "100",
+                              "--batch-size", "64", "--grid-size", "4"])
+    assert (keras.Model.fit, train_module.evaluate_losses, report.write_plots) == before
+    phases = summary["phases"]
+    for name in ("training steps", "validation pass", "epoch end: AtomicModelCheckpoint",
+                 "after fit: losses of train, validation, test", "after fit: plots"):
+        assert phases[name] > 0, name
+    assert len(summary["epochs"]) == 2
+    # Epoch phases: the first epoch once, the later one's four times more; the rest as measured.
+    later = summary["epochs"][1]["training steps"]
+    assert phases["training steps"] == pytest.approx(summary["epochs"][0]["training steps"] + 4 * later)
+    assert summary["projected_seconds"] == pytest.approx(sum(phases.values()))
+    start_up = phases["start-up (imports, data, build, compile)"]
+    assert summary["overhead_seconds"] == pytest.approx(sum(phases.values()) - phases["training steps"] - start_up)
+    assert "| **per-epoch and after-fit overheads** |" in capsys.readouterr().out
+    assert (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_layouts_trains_registered_and_script_only_layouts_and_unregisters_them(tmp_path):
+    from mnist_vae import models
+
+    layouts = _load("layouts")
+    results = layouts.main([str(tmp_path), "conv:--learning-rate 0.002 --batch-size 64", "slim_decoder",
+                            "--epochs", "2", "--limit", "256", "--test-limit", "100"])
+    assert list(results) == ["conv:--learning-rate 0.002 --batch-size 64", "slim_decoder"]
+    conv = results["conv:--learning-rate 0.002 --batch-size 64"]
+    assert "--learning-rate 0.002" in conv["flags"] and len(conv["curve"]) == 2
+    assert all(seconds > 0 and loss > 0 for seconds, loss in conv["curve"])
+    assert results["slim_decoder"]["params"] < conv["params"]
+    assert "slim_decoder" not in models.ARCHITECTURES, "the script's variants stay in its call"
+    assert (tmp_path / "layouts.json").exists()
