@@ -31,8 +31,8 @@ def evaluate_losses(vae, images, batch_size=128, labels=None):
     Runs a fresh ``LossTerms`` model's ``predict`` rather than ``vae.evaluate``, whose compiled
     step keeps the precision it was traced with: this way a model switched to float32 after
     mixed-precision training is scored in float32. Compiled, not eager: the eager loop took
-    three times as long (66 s after a seed run on the AVX2 CPU), and the per-image terms are
-    summed in float64 here rather than in a float32 metric.
+    66 s for a seed run's 70,000 images on the AVX2 CPU, this 44 s. The per-image terms are summed
+    in float64 here rather than in a float32 metric.
     """
     conditioning = one_hot(labels, vae.num_classes) if vae.conditional else None
     terms = LossTerms(vae).predict(ImageBatches(images, batch_size, labels=conditioning), verbose=0)
