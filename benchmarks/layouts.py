@@ -3,7 +3,7 @@
     python benchmarks/layouts.py OUT --epochs 2 seed conv "conv:--learning-rate 0.002" slim_decoder ...
 
 Each argument is ``LAYOUT`` or ``LAYOUT:FLAGS``: a registered ``--architecture`` (seed, conv, ...)
-or one of the variants below, which this script registers for its own process only, trained by
+or one of the variants below, which this script registers for the length of its call, trained by
 ``train.train`` with the ``vae train`` FLAGS (float32 unless FLAGS say otherwise). The test split
 is scored after each epoch by time_to_quality's benchmark-only ``TestCurve`` (float32, fixed
 noise, its time off the clock). For choosing what time_to_quality.py then measures in full:
