@@ -1,8 +1,8 @@
 """How fast does a colour MNIST model start learning? Validation bits/dim after each short epoch.
 
-    python benchmarks/colour_learning.py seed resnet seed:log_scale_bias=-3
-    python benchmarks/colour_learning.py --images 4096 seed seed:lr=3e-3 seed:beta=0 \\
-        seed:free_bits=2 seed:components=1 seed:z_log_var_bias=-6
+    python benchmarks/colour_learning.py keras_io resnet keras_io:log_scale_bias=-3
+    python benchmarks/colour_learning.py --images 4096 keras_io keras_io:lr=3e-3 keras_io:beta=0 \\
+        keras_io:free_bits=2 keras_io:components=1 keras_io:z_log_var_bias=-6
 
 Each argument is an architecture, optionally followed by ``:name=value,...`` changes to the recipe:
 ``lr``, ``beta``, ``free_bits``, ``components`` (of the logistic mixture), ``log_scale_bias`` (the
@@ -29,7 +29,7 @@ CHANGES = {"lr": float, "beta": float, "free_bits": float, "components": int, "l
 
 
 def parse_variant(text):
-    """'seed:lr=3e-3,beta=0' -> ('seed', {'lr': 0.003, 'beta': 0.0})."""
+    """'keras_io:lr=3e-3,beta=0' -> ('keras_io', {'lr': 0.003, 'beta': 0.0})."""
     architecture, _, rest = text.partition(":")
     changes = {}
     for item in filter(None, rest.split(",")):
@@ -76,7 +76,7 @@ def run(variant, splits, epochs=10):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variants", nargs="*", default=["seed"])
+    parser.add_argument("variants", nargs="*", default=["keras_io"])
     parser.add_argument("--images", type=int, default=2048, help="training images; an epoch is one pass over them")
     args = parser.parse_args()
     for variant in args.variants:

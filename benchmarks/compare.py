@@ -67,8 +67,8 @@ def keras_io_reference(image_shape, latent_dim=2, on_probabilities=True):
             self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
             return {"loss": loss}
 
-    return KerasIoVAE(models.build_seed_encoder(image_shape, latent_dim),
-                      models.build_seed_decoder(image_shape, latent_dim))
+    return KerasIoVAE(models.build_keras_io_encoder(image_shape, latent_dim),
+                      models.build_conv_decoder(image_shape, latent_dim))
 
 
 def torch_reference(latent_dim=2):
@@ -216,7 +216,7 @@ def main(argv=None):
             runner.epoch()
             rates[name].append(len(x) / (time.perf_counter() - start))
 
-    flops = train_flops_per_image(models.build_seed_encoder(x.shape[1:]), models.build_seed_decoder(x.shape[1:]))
+    flops = train_flops_per_image(models.build_keras_io_encoder(x.shape[1:]), models.build_conv_decoder(x.shape[1:]))
     peaks = {"float32": matmul_peak("float32"), "mixed_bfloat16": matmul_peak("bfloat16")}
     base = next(iter(rates.values()))
     print(f"{len(x)} images per epoch, batch {BATCH}, {args.repeats} interleaved epochs per row; "

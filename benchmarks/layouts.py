@@ -1,8 +1,8 @@
 """Layouts within the seed's description, a few epochs each: test loss after every epoch against wall time.
 
-    python benchmarks/layouts.py OUT --epochs 2 seed conv "conv:--learning-rate 0.002" slim_decoder ...
+    python benchmarks/layouts.py OUT --epochs 2 keras_io conv "conv:--learning-rate 0.002" slim_decoder ...
 
-Each argument is ``LAYOUT`` or ``LAYOUT:FLAGS``: a registered ``--architecture`` (seed, conv, ...)
+Each argument is ``LAYOUT`` or ``LAYOUT:FLAGS``: a registered ``--architecture`` (keras_io, conv, ...)
 or one of the variants below, which this script registers for the length of its call, trained by
 ``train.train`` with the ``vae train`` FLAGS (float32 unless FLAGS say otherwise). The test split
 is scored after each epoch by time_to_quality's benchmark-only ``TestCurve`` (float32, fixed
@@ -30,7 +30,7 @@ from mnist_vae.train import train  # noqa: E402
 
 
 def slim_decoder(image_shape=(32, 32, 1), latent_dim=2, out_channels=None, pad=2, num_classes=0):
-    """Half the seed decoder's widths with 4x4 kernels (no checkerboard overlap): 3.3M multiply-adds, not 7.4M."""
+    """Half the conv decoder's widths with 4x4 kernels (no checkerboard overlap): 3.3M multiply-adds, not 7.4M."""
     height, width, channels = image_shape
     z = keras.Input(shape=(latent_dim,), name="z")
     h = layers.Dense((height // 4) * (width // 4) * 32, activation="relu")(z)
@@ -43,7 +43,7 @@ def slim_decoder(image_shape=(32, 32, 1), latent_dim=2, out_channels=None, pad=2
 
 VARIANTS = {
     # conv's encoder with a ReLU Dense 128 before the posterior's parameters
-    "hidden128": models.Architecture(functools.partial(models.build_seed_encoder, hidden=128), models.build_seed_decoder),
+    "hidden128": models.Architecture(functools.partial(models.build_keras_io_encoder, hidden=128), models.build_conv_decoder),
     "slim_decoder": models.Architecture(models.build_conv_encoder, slim_decoder),
 }
 

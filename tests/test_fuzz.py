@@ -114,7 +114,7 @@ FIELDS = [name for name in Config.__dataclass_fields__]
 json_scalars = st.one_of(
     st.none(), st.booleans(), st.integers(), st.integers(-10, 100), st.integers(2**31, 2**70),
     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
-    st.sampled_from(["mnist", "fashion_mnist", "seed", "resnet", "resnet_ar", "dynamic", "none", "cosine",
+    st.sampled_from(["mnist", "fashion_mnist", "seed", "keras_io", "conv", "resnet", "resnet_ar", "dynamic", "none", "cosine",
                      "float32", "mixed_bfloat16", "auto"]),
 )
 json_values = st.recursive(json_scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),

@@ -38,13 +38,13 @@ def _describe(model):
 
 
 def test_exact_seed_architecture():
-    encoder = models.build_seed_encoder(latent_dim=2)
+    encoder = models.build_keras_io_encoder(latent_dim=2)
     assert _describe(encoder) == [
         ("Conv2D", 32, (2, 2), "relu"), ("Conv2D", 64, (2, 2), "relu"), ("Flatten", None, None, None),
         ("Dense", 16, None, "relu"), ("Dense", 2, None, "linear"), ("Dense", 2, None, "linear"),
     ]
     assert [encoder.get_layer(n).output for n in ("z_mean", "z_log_var")] == list(encoder.outputs)
-    decoder = models.build_seed_decoder(latent_dim=2)
+    decoder = models.build_conv_decoder(latent_dim=2)
     assert _describe(decoder) == [
         ("Dense", 8 * 8 * 64, None, "relu"), ("Reshape", None, None, None),
         ("Conv2DTranspose", 64, (2, 2), "relu"), ("Conv2DTranspose", 32, (2, 2), "relu"),

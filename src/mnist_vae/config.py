@@ -23,8 +23,8 @@ class Config:
     """Dataset name from the registry (data.DATASETS): mnist, fashion_mnist, colour_mnist (32x32 RGB, built from MNIST) or cifar10."""
     binarize: str = "none"
     """Pixel targets: none (grey levels, as the seed) or dynamic (Bernoulli pixels redrawn every epoch)."""
-    architecture: str = "seed"
-    """Encoder/decoder family: seed (the seed's pair), resnet (residual, no bottleneck) or resnet_ar (resnet with an autoregressive pixel head; needs --binarize dynamic)."""
+    architecture: str = "keras_io"
+    """Encoder/decoder family: keras_io (the seed's layout, from the keras-io VAE example: a 16-unit ReLU bottleneck; called seed before), conv (keras_io without the bottleneck), resnet (residual, no bottleneck) or resnet_ar (resnet with an autoregressive pixel head; needs --binarize dynamic)."""
     likelihood: str = "auto"
     """Observation model p(x|z): bernoulli (per-pixel logits), bernoulli_ar (resnet_ar's causal head), logistic_mixture (discretised logistic mixture of 8-bit levels, for colour), or auto: bernoulli_ar for resnet_ar, logistic_mixture for colour datasets, else bernoulli."""
     pixel_layers: int | None = None
@@ -144,6 +144,11 @@ class Config:
         """Build and validate from a mapping; unknown keys are an error, missing ones take defaults."""
         if not isinstance(values, dict):
             raise UserError(f"{source}: expected a JSON object of config fields")
+        from mnist_vae.models import RENAMED_ARCHITECTURES
+
+        architecture = values.get("architecture")
+        if isinstance(architecture, str) and architecture in RENAMED_ARCHITECTURES:
+            values = {**values, "architecture": RENAMED_ARCHITECTURES[architecture]}  # saved before the rename
         unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             shown = ", ".join(_short(name) for name in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
