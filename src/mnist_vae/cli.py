@@ -77,7 +77,7 @@ def build_parser():
     from mnist_vae.models import PRECISIONS
 
     parser = Parser(prog="vae", description="Variational autoencoders on MNIST-family images.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,plot,evaluate,classifier}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,plot,evaluate,classifier,serve}")
 
     train = sub.add_parser("train", help="train a VAE and write models, checkpoint, logs, plots, metrics")
     train.add_argument("--out", default=".", type=Path, help="run directory (default: the current directory)")
@@ -120,6 +120,13 @@ def build_parser():
                           help="samples scored by --sample-quality, 200 to 50,000 (default: 10,000)")
     evaluate.add_argument("--classifier", type=Path,
                           help="classifier .keras file for --sample-quality (default: the one `vae classifier train` saved)")
+
+    serve = sub.add_parser("serve", help="a local web page to see and steer a trained run's latent space")
+    serve.add_argument("dir", type=Path, help=RUN_DIR_HELP)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: 127.0.0.1, this machine only; any other warns)")
+    serve.add_argument("--port", type=int, default=8000, help="port, 0 for any free one (default: 8000)")
+    serve.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
 
     classifier = sub.add_parser("classifier", help="the per-dataset CNN that scores sample quality")
     classifier_sub = classifier.add_subparsers(dest="action", required=True, metavar="{train}")
@@ -215,6 +222,13 @@ def run_classifier(args):
     print(f"{args.dataset} classifier: test accuracy {accuracy:.2%}; saved {path}")
 
 
+def run_serve(args):
+    """``vae serve DIR``."""
+    from mnist_vae.serve import serve
+
+    serve(args.dir, args.host, args.port, data_dir=args.data_dir)
+
+
 def _has_resume_state(run_dir):
     from mnist_vae.rundir import RunDir
 
@@ -224,7 +238,8 @@ def _has_resume_state(run_dir):
         return False
 
 
-COMMANDS = {"train": run_train, "plot": run_plot, "evaluate": run_evaluate, "classifier": run_classifier}
+COMMANDS = {"train": run_train, "plot": run_plot, "evaluate": run_evaluate, "classifier": run_classifier,
+            "serve": run_serve}
 
 
 def main(argv=None):
