@@ -189,3 +189,30 @@ def test_host_port_and_run_errors_are_one_line_exit_2(tmp_path, trained_run):
     (tmp_path / "half" / "config.json").write_text(json.dumps({"epochs": 1}))
     result = run_cli("serve", tmp_path / "half", "--port", "0")
     assert result.returncode == 2 and "no finished model" in result.stderr, result.stderr
+
+
+def test_export_writes_onnx_graphs_that_onnxruntime_runs_like_keras(tmp_path, trained_run):
+    import shutil
+
+    ort = pytest.importorskip("onnxruntime", reason="the ONNX check needs onnxruntime")
+    pytest.importorskip("tf2onnx", reason="ONNX export needs tf2onnx")
+    run = tmp_path / "run"
+    shutil.copytree(trained_run[0], run)
+    result = run_cli("export", run)
+    assert result.returncode == 0, result.stderr[-2000:]
+    meta = json.loads((run / "export" / "export.json").read_text())
+    assert (meta["latent_dim"], meta["pad"], meta["likelihood"], meta["conditional"]) == (2, 2, "bernoulli", False)
+    from mnist_vae.rundir import RunDir, load_inference_model
+
+    vae = load_inference_model(RunDir(run))
+    z = np.asarray([[0.5, -1.0], [2.0, 0.25]], np.float32)
+    session = ort.InferenceSession(str(run / "export" / "decoder.onnx"))
+    logits = session.run(None, {session.get_inputs()[0].name: z})[0]
+    np.testing.assert_allclose(logits, np.asarray(vae.decoder.predict_on_batch(z)), atol=1e-4)
+    images = vae.geometry.to_model_input(np.zeros((1, 28, 28), np.uint8))
+    session = ort.InferenceSession(str(run / "export" / "encoder.onnx"))
+    z_mean = session.run(None, {session.get_inputs()[0].name: images})[0]
+    np.testing.assert_allclose(z_mean, inference.encode(vae, images)[0], atol=1e-4)
+    # The export is one of the run's outputs: --overwrite clears it with the rest.
+    assert (run / "export" / "decoder.onnx") in RunDir(run).output_files()
+    assert run_cli("export", run, "--format", "tflite").returncode == 2

@@ -77,7 +77,7 @@ def build_parser():
     from mnist_vae.models import PRECISIONS
 
     parser = Parser(prog="vae", description="Variational autoencoders on MNIST-family images.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,plot,evaluate,classifier,serve}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,plot,evaluate,classifier,serve,export}")
 
     train = sub.add_parser("train", help="train a VAE and write models, checkpoint, logs, plots, metrics")
     train.add_argument("--out", default=".", type=Path, help="run directory (default: the current directory)")
@@ -127,6 +127,10 @@ def build_parser():
                        help="address to listen on (default: 127.0.0.1, this machine only; any other warns)")
     serve.add_argument("--port", type=int, default=8000, help="port, 0 for any free one (default: 8000)")
     serve.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
+
+    export = sub.add_parser("export", help="write a trained run's encoder and decoder as ONNX files into DIR/export")
+    export.add_argument("dir", type=Path, help=RUN_DIR_HELP)
+    export.add_argument("--format", default="onnx", choices=["onnx"], help="(default: onnx, the one format)")
 
     classifier = sub.add_parser("classifier", help="the per-dataset CNN that scores sample quality")
     classifier_sub = classifier.add_subparsers(dest="action", required=True, metavar="{train}")
@@ -229,6 +233,14 @@ def run_serve(args):
     serve(args.dir, args.host, args.port, data_dir=args.data_dir)
 
 
+def run_export(args):
+    """``vae export DIR``."""
+    from mnist_vae.export import export_run
+
+    for path in export_run(args.dir, args.format):
+        print(path)
+
+
 def _has_resume_state(run_dir):
     from mnist_vae.rundir import RunDir
 
@@ -239,7 +251,7 @@ def _has_resume_state(run_dir):
 
 
 COMMANDS = {"train": run_train, "plot": run_plot, "evaluate": run_evaluate, "classifier": run_classifier,
-            "serve": run_serve}
+            "serve": run_serve, "export": run_export}
 
 
 def main(argv=None):

@@ -30,6 +30,7 @@ ROOT_FILES = ("checkpoint.keras", "config.json", "metrics.json", "history.csv", 
 MODEL_FILES = ("vae.keras", "encoder.keras", "decoder.keras")
 PLOT_FILES = ("latent_scatter.png", "manifold.png", "reconstructions.png", "samples.png", "interpolation.png",
               "analogies.png", "class_manifolds.png")
+EXPORT_FILES = ("encoder.onnx", "decoder.onnx", "export.json")  # vae export
 TENSORBOARD_DIRS = ("train", "validation", "images", "latent")  # Keras' TensorBoard callback, then ours
 LOCK_FILE = ".vae.lock"
 # TensorFlow's event files: events.out.tfevents.<time>.<host>.<pid>.<n>.v2
@@ -69,6 +70,7 @@ class RunDir:
     evaluation_partial = property(lambda self: self.root / "evaluation.partial.npz")
     sample_quality = property(lambda self: self.root / "sample_quality.json")
     lock_file = property(lambda self: self.root / LOCK_FILE)
+    export = property(lambda self: self.root / "export")
     # Last-epoch training state (weights, optimizer, RNG, epoch) for --resume; removed once
     # every final file is written.
     backup = property(lambda self: self.root / "backup")
@@ -88,13 +90,14 @@ class RunDir:
             self.root: ROOT_FILES.__contains__,
             self.models: MODEL_FILES.__contains__,
             self.plots: PLOT_FILES.__contains__,
+            self.export: EXPORT_FILES.__contains__,
             self.backup: _BACKUP_FILE.fullmatch,
             **{self.logs / sub: _EVENT_FILE.fullmatch for sub in TENSORBOARD_DIRS},
         }
 
     def _folders(self):
         """The run's own folders, deepest first (so emptied ones can be removed in order)."""
-        return [*(self.logs / sub for sub in TENSORBOARD_DIRS), self.logs, self.models, self.plots, self.backup]
+        return [*(self.logs / sub for sub in TENSORBOARD_DIRS), self.logs, self.models, self.plots, self.export, self.backup]
 
     def output_files(self):
         """The files present that a run wrote (found by name), not counting temporaries."""

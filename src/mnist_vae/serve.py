@@ -162,7 +162,7 @@ def create_app(explorer):
     """The FastAPI application serving ``explorer``: the page, ``/api/info``, ``/api/decode``, ``/api/encode``."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse, JSONResponse
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
     from pydantic import BaseModel, ConfigDict, Field, ValidationError
     from starlette.exceptions import HTTPException
 
@@ -239,6 +239,10 @@ def create_app(explorer):
     @app.get("/", response_class=HTMLResponse)
     def page():
         return resources.files("mnist_vae").joinpath("explorer/index.html").read_text(encoding="utf-8")
+
+    @app.get("/favicon.ico")
+    def favicon():
+        return Response(status_code=204)  # none: a browser asks anyway
 
     @app.get("/api/info")
     def info():
