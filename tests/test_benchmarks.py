@@ -145,3 +145,32 @@ def test_layouts_trains_registered_and_script_only_layouts_and_unregisters_them(
     assert results["slim_decoder"]["params"] < conv["params"]
     assert "slim_decoder" not in models.ARCHITECTURES, "the script's variants stay in its call"
     assert (tmp_path / "layouts.json").exists()
+
+
+def test_serve_load_sends_every_request_and_counts_no_errors(trained_run, capsys):
+    pytest.importorskip("httpx")
+    rows = _load("serve_load").main([str(trained_run[0]), "--clients", "1", "3", "--requests", "20"])
+    assert [(r["clients"], r["requests"], r["errors"]) for r in rows] == [(1, 20, 0), (3, 60, 0)]
+    assert all(0 < r["p50_ms"] <= r["p95_ms"] <= r["max_ms"] for r in rows)
+    assert "| 3 | 60 | 0 |" in capsys.readouterr().out
+
+
+def test_explorer_latency_times_pointer_moves_in_chromium(tmp_path, trained_run, capsys):
+    import os
+    import shutil
+
+    pytest.importorskip("playwright.sync_api")
+    if not shutil.which("chromium"):
+        pytest.skip("no Chromium: apt-get install chromium")
+    ort_dir = os.environ.get("MNIST_VAE_ORT_DIR")  # onnxruntime-web's dist folder, for the browser path
+    if ort_dir:
+        run = tmp_path / "run"
+        shutil.copytree(trained_run[0], run)  # the browser path exports into the run
+    else:
+        run = trained_run[0]
+    paths = ["server", "browser"] if ort_dir else ["server"]
+    rows = _load("explorer_latency").main([str(run), "--moves", "8", "--paths", *paths,
+                                           *(["--ort-dir", ort_dir] if ort_dir else [])])
+    assert [r["moves"] for r in rows] == [8] * len(paths)
+    assert all(0 < r["median_ms"] <= r["max_ms"] for r in rows)
+    assert "| server: vae serve, /api/decode |" in capsys.readouterr().out
