@@ -113,6 +113,11 @@ class Explorer:
         """Whether decoding is fast enough to follow the pointer: not for a pixel-by-pixel decoder."""
         return not self.vae.autoregressive
 
+    @property
+    def max_decode(self):
+        """Latents one decode request may carry."""
+        return MAX_DECODE if self.live else MAX_DECODE_AUTOREGRESSIVE
+
     def info(self):
         """What the page needs to draw itself: the model's kind, the plane and the test points on it."""
         points = self.plane.project(self.z_mean)
@@ -124,7 +129,7 @@ class Explorer:
             "class_names": self.class_names,
             "autoregressive": self.vae.autoregressive,
             "live": self.live,
-            "max_decode": MAX_DECODE if self.live else MAX_DECODE_AUTOREGRESSIVE,
+            "max_decode": self.max_decode,
             "z_bound": Z_BOUND,
             "side": self.geometry.side,
             "channels": self.geometry.channels,
@@ -167,7 +172,6 @@ def create_app(explorer):
     from starlette.exceptions import HTTPException
 
     d = explorer.vae.latent_dim
-    live_limit = MAX_DECODE if explorer.live else MAX_DECODE_AUTOREGRESSIVE
     side, channels = explorer.geometry.side, explorer.geometry.channels
     n_classes = explorer.vae.num_classes
     Coordinate = Annotated[float, Field(allow_inf_nan=False, ge=-Z_BOUND, le=Z_BOUND)]
@@ -178,7 +182,7 @@ def create_app(explorer):
     class DecodeRequest(BaseModel):
         model_config = ConfigDict(extra="forbid", strict=True)
         z: Annotated[list[Annotated[list[Coordinate], Field(min_length=d, max_length=d)]],
-                     Field(min_length=1, max_length=live_limit)]
+                     Field(min_length=1, max_length=explorer.max_decode)]
         label: OneLabel | list[OneLabel] | None = None  # one for every z, or one per z
 
     class EncodeRequest(BaseModel):
