@@ -67,7 +67,7 @@ class TestCurve(keras.callbacks.Callback):
 def reference(splits, epochs, seed=0):
     """(curve [(seconds, test loss) per epoch]) of the keras-io-style reference."""
     keras.utils.set_random_seed(seed)
-    curve = TestCurve(Config(), splits.test.images, time.perf_counter())
+    curve = TestCurve(Config(architecture="keras_io"), splits.test.images, time.perf_counter())  # its layers
     model = keras_io_reference(splits.train.images.shape[1:])
     model.compile(keras.optimizers.Adam(1e-3))
     model.fit(splits.train.images, batch_size=BATCH, epochs=epochs, shuffle=True, verbose=0, callbacks=[curve])

@@ -24,7 +24,7 @@ def test_compare_counts_the_seed_models_flops_and_prints_every_row(capsys):
     assert compare.train_flops_per_image(models.build_keras_io_encoder(), models.build_conv_decoder()) == 6 * macs
     rates, _ = compare.main(["--images", "256", "--repeats", "1", "--no-torch"])
     table = capsys.readouterr().out
-    assert len(rates) == 3 and all(len(v) == 1 and v[0] > 0 for v in rates.values())
+    assert len(rates) == 4 and all(len(v) == 1 and v[0] > 0 for v in rates.values())
     for name in rates:
         assert f"| {name} |" in table
 
@@ -80,7 +80,7 @@ def test_the_gpu_script_trains_and_evaluates_on_the_torch_backend(tmp_path):
 def test_time_to_quality_scores_both_recipes_every_epoch_and_reuses_the_reference(tmp_path, capsys):
     ttq = _load("time_to_quality")
     args = [str(tmp_path), "--limit", "256", "--test-images", "500", "--reference-epochs", "2",
-            "--recipe", "--epochs 2 --batch-size 64 --validation-size 500 --test-limit 500"]
+            "--recipe", "--architecture keras_io --epochs 2 --batch-size 64 --validation-size 500 --test-limit 500"]
     ref, rows = ttq.main(args)
     assert len(ref["curve"]) == 2 and ref["train_images"] == 256
     (row,) = rows

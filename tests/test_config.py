@@ -13,7 +13,11 @@ from mnist_vae.errors import UserError
 def test_defaults_are_the_seed_recipe():
     c = Config().validate()
     assert (c.dataset, c.latent_dim, c.epochs, c.batch_size, c.learning_rate, c.seed, c.jit_compile) == (
-        "mnist", 2, 30, 128, 1e-3, 0, False)
+        "mnist", 2, 30, 128, 2e-3, 0, False)
+    assert (c.architecture, c.lr_schedule, c.lr_warmup) == ("conv", "cosine", 0)
+    # The layout and recipe the seed started from, by name: the keras-io example's.
+    old = config_from_args(build_parser().parse_args(["train", "--preset", "keras_io"]))
+    assert (old.architecture, old.learning_rate, old.lr_schedule) == ("keras_io", 1e-3, "constant")
     assert c.validation_size == 5000 and c.limit is None
 
 
@@ -114,8 +118,8 @@ def test_nonsense_flag_values_are_one_line_errors_with_exit_status_2(capsys):
 
 def test_presets_set_their_fields_and_flags_override_them():
     c = config_from_args(build_parser().parse_args(["train", "--preset", "literature"]))
-    assert (c.binarize, c.architecture, c.latent_dim, c.lr_schedule, c.precision) == (
-        "dynamic", "resnet_ar", 32, "cosine", "float32")
+    assert (c.binarize, c.architecture, c.latent_dim, c.lr_schedule, c.precision, c.learning_rate) == (
+        "dynamic", "resnet_ar", 32, "cosine", "float32", 1e-3)
     assert 32 <= c.latent_dim <= 64
     c = config_from_args(build_parser().parse_args(["train", "--preset", "literature", "--latent-dim", "64",
                                                     "--epochs", "2"]))
