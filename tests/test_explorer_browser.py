@@ -6,6 +6,7 @@ decoding in this process. Skips where Chromium or Playwright is missing (.ci/run
 """
 
 import base64
+import contextlib
 import os
 import re
 import shutil
@@ -58,14 +59,21 @@ def browser():
         browser.close()
 
 
-def open_page(browser, run_dir):
+@contextlib.contextmanager
+def explorer_page(browser, run_dir):
+    """(the run's VAE here, the explorer's page from `vae serve`); on leaving, the page must have had no errors."""
     server = Server(run_dir)
     page = browser.new_page(viewport={"width": 1500, "height": 1100})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(server.url)
-    page.wait_for_selector("body[data-ready=true]", timeout=30_000)
-    return server, page, errors
+    try:
+        page.goto(server.url)
+        page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+        yield load_inference_model(RunDir(run_dir)), page
+        assert errors == [] and page.evaluate("window.explorer.errors") == []
+    finally:
+        page.close()
+        server.close()
 
 
 def canvas_pixels(page, canvas_id):
@@ -103,9 +111,7 @@ def plain_run(tmp_path_factory):
 
 
 def test_the_pointer_decodes_the_plane_as_the_model_does(browser, plain_run):
-    vae = load_inference_model(RunDir(plain_run))
-    server, page, errors = open_page(browser, plain_run)
-    try:
+    with explorer_page(browser, plain_run) as (vae, page):
         shown = []
         for fx, fy in [(0.2, 0.3), (0.5, 0.5), (0.8, 0.7)]:
             decoded = hover(page, fx, fy)
@@ -115,16 +121,10 @@ def test_the_pointer_decodes_the_plane_as_the_model_does(browser, plain_run):
         assert not np.array_equal(shown[0], shown[2]), "moving the pointer changes the picture"
         latencies = page.evaluate("window.explorer.latencies")
         assert all(0 < t < 10_000 for t in latencies)
-        assert errors == [] and page.evaluate("window.explorer.errors") == []
-    finally:
-        page.close()
-        server.close()
 
 
 def test_a_drawn_digit_is_encoded_marked_on_the_scatter_and_reconstructed(browser, plain_run):
-    vae = load_inference_model(RunDir(plain_run))
-    server, page, errors = open_page(browser, plain_run)
-    try:
+    with explorer_page(browser, plain_run) as (vae, page):
         before = canvas_pixels(page, "scatter")
         box = page.locator("#draw").bounding_box()
         page.mouse.move(box["x"] + 140, box["y"] + 50)
@@ -150,19 +150,13 @@ def test_a_drawn_digit_is_encoded_marked_on_the_scatter_and_reconstructed(browse
         assert (after[region] != before[region]).any(), "the encoded point is drawn"
         reconstruction = canvas_pixels(page, "reconstruction")[..., 0].astype(int)
         assert np.abs(reconstruction - expected_image(vae, encoded["z_mean"])).max() <= 1
-        assert errors == []
-    finally:
-        page.close()
-        server.close()
 
 
 def test_a_conditional_model_decodes_with_the_picked_label(browser, tmp_path):
     from mnist_vae.train import train
 
     train(tiny_config(conditional=True, epochs=1), tmp_path, verbose=0)
-    vae = load_inference_model(RunDir(tmp_path))
-    server, page, errors = open_page(browser, tmp_path)
-    try:
+    with explorer_page(browser, tmp_path) as (vae, page):
         decoded = hover(page, 0.5, 0.5)
         assert decoded["label"] == 0
         page.select_option("#label", "7")
@@ -178,7 +172,23 @@ def test_a_conditional_model_decodes_with_the_picked_label(browser, tmp_path):
         ten = canvas_pixels(page, "ten")[..., 0].astype(int)
         assert ten.shape == (28, 280)
         assert np.abs(ten[:, 7 * 28:8 * 28] - expected_image(vae, decoded["z"], 7)).max() <= 1
-        assert errors == []
-    finally:
-        page.close()
-        server.close()
+
+
+def test_two_clicks_on_test_points_decode_the_strip_between_their_codes(browser, plain_run):
+    with explorer_page(browser, plain_run) as (vae, page):
+        box = page.locator("#scatter").bounding_box()
+        ends = page.evaluate("""() => { const s = window.explorer, c = document.getElementById('scatter');
+            const at = (p) => [(p[0] - s.view.u0) / (s.view.u1 - s.view.u0) * c.width,
+                               (1 - (p[1] - s.view.v0) / (s.view.v1 - s.view.v0)) * c.height];
+            return [at(s.points[3]), at(s.points[7])]; }""")
+        for x, y in ends:
+            page.mouse.click(box["x"] + x, box["y"] + y)
+            page.wait_for_timeout(300)
+        page.wait_for_function("document.getElementById('strip-text').textContent.startsWith('from test image')",
+                               timeout=10_000)
+        picked = page.evaluate("window.explorer.picked")
+        assert all(end.get("index") is not None for end in picked), "each click snapped to a test image"
+        z = np.linspace(0, 1, 10)[:, None] * (np.asarray(picked[1]["z"]) - picked[0]["z"]) + picked[0]["z"]
+        strip = canvas_pixels(page, "strip")[..., 0].astype(int)
+        expected = np.rint(inference.decode(vae, z.astype(np.float32))[..., 0] * 255)
+        assert np.abs(strip - np.concatenate(list(expected), axis=1)).max() <= 1

@@ -216,3 +216,11 @@ def test_export_writes_onnx_graphs_that_onnxruntime_runs_like_keras(tmp_path, tr
     # The export is one of the run's outputs: --overwrite clears it with the rest.
     assert (run / "export" / "decoder.onnx") in RunDir(run).output_files()
     assert run_cli("export", run, "--format", "tflite").returncode == 2
+
+
+def test_a_host_that_is_not_loopback_warns(tmp_path):
+    # The socket opens (and the warning prints) before the run loads; the missing run then stops it.
+    result = run_cli("serve", tmp_path / "missing", "--host", "0.0.0.0", "--port", "0")
+    assert result.returncode == 2
+    assert "warning: --host 0.0.0.0 is not a loopback address" in result.stderr, result.stderr
+    assert run_cli("serve", tmp_path / "missing", "--port", "0").stderr.count("warning") == 0
