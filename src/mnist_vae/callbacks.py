@@ -53,8 +53,9 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     callback last, so the state it saves includes what the other callbacks did in the epoch.
     """
 
-    def __init__(self, backup_dir, extra_state=None, on_restore=None):
+    def __init__(self, backup_dir, extra_state=None, on_restore=None, read_only=False):
         super().__init__(backup_dir, save_freq="epoch", double_checkpoint=True, delete_checkpoint=False)
+        self.read_only = read_only  # restore, never save: a data-parallel worker resuming from the chief's state
         self.extra_state = extra_state or dict
         self.on_restore = on_restore
         self._pointer = Path(backup_dir) / "state.json"
@@ -90,7 +91,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     def on_epoch_end(self, epoch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None and not np.isfinite(loss):
+        if self.read_only or (loss is not None and not np.isfinite(loss)):
             return  # never replace a good state with a diverged one
         super().on_epoch_end(epoch, logs)
 
@@ -184,6 +185,22 @@ def _write_rows(path, rows):
         csv.writer(f).writerows(rows)
 
 
+class LocalCopy(keras.callbacks.Callback):
+    """Keeps ``copy``, a model built outside any tf.distribute strategy, equal to the trained one after each epoch.
+
+    Under a multi-worker strategy, the trained model's ``predict`` is a collective step that every
+    worker must take together; the pictures and scores that only the chief makes run on this copy.
+    Put it before the callbacks that use it.
+    """
+
+    def __init__(self, copy):
+        super().__init__()
+        self.copy = copy
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.copy.set_weights(self.model.get_weights())
+
+
 class LatentMonitor(keras.callbacks.Callback):
     """Per epoch: the KL weight trained with, active units and KL per latent dimension on fixed images.
 
@@ -192,8 +209,9 @@ class LatentMonitor(keras.callbacks.Callback):
     ``kl_per_dimension/zNN`` scalars under ``log_dir/latent``: posterior collapse shows while training.
     """
 
-    def __init__(self, images, labels, log_dir=None):
+    def __init__(self, images, labels, log_dir=None, model=None):
         super().__init__()
+        self.view = model  # the model to compute with (a ``LocalCopy``'s); None: the one trained
         self.images = images  # (n, H, W, C) fixed validation images
         self.labels = labels  # (n,) their classes (read by a conditional model)
         self.writer = None
@@ -207,7 +225,7 @@ class LatentMonitor(keras.callbacks.Callback):
                 self.writer = tf.summary.create_file_writer(str(Path(log_dir) / "latent"))
 
     def on_epoch_end(self, epoch, logs=None):
-        vae = self.model
+        vae = self.model if self.view is None else self.view
         z_mean, z_log_var = inference.encode(vae, self.images, self.labels)
         kl_dims = np.asarray(keras.ops.convert_to_numpy(losses.kl_per_dimension(
             keras.ops.convert_to_tensor(z_mean), keras.ops.convert_to_tensor(z_log_var)))).mean(axis=0)
@@ -232,8 +250,9 @@ class TensorBoardImages(keras.callbacks.Callback):
     epochs show the model changing, not the noise.
     """
 
-    def __init__(self, log_dir, images, labels, seed, n_samples=64, grid_size=20):
+    def __init__(self, log_dir, images, labels, seed, n_samples=64, grid_size=20, model=None):
         super().__init__()
+        self.view = model  # as LatentMonitor's
         import tensorflow as tf  # TensorBoard's writer; an optional dependency outside TF
 
         self._tf = tf
@@ -245,7 +264,7 @@ class TensorBoardImages(keras.callbacks.Callback):
         self.grid_size = grid_size
 
     def on_epoch_end(self, epoch, logs=None):
-        vae = self.model
+        vae = self.model if self.view is None else self.view
         latent_dim = vae.latent_dim
         originals = vae.geometry.from_model_input(self.images)
         recon = inference.reconstruct(vae, self.images, self.labels, seed=self.seed)
@@ -271,8 +290,8 @@ class TensorBoardImages(keras.callbacks.Callback):
         self.writer.close()
 
 
-def tensorboard_callbacks(log_dir, images, labels, seed, grid_size):
-    """TensorBoard scalars and images, or none with a warning where TensorFlow is missing."""
+def tensorboard_callbacks(log_dir, images, labels, seed, grid_size, model=None):
+    """TensorBoard scalars and images (of ``model``, else the one trained), or none with a warning where TensorFlow is missing."""
     try:
         import tensorflow  # noqa: F401
         import tensorboard  # noqa: F401
@@ -281,5 +300,5 @@ def tensorboard_callbacks(log_dir, images, labels, seed, grid_size):
         return []
     return [
         keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0),
-        TensorBoardImages(log_dir, images, labels, seed, grid_size=grid_size),
+        TensorBoardImages(log_dir, images, labels, seed, grid_size=grid_size, model=model),
     ]

@@ -34,12 +34,13 @@ class Parser(argparse.ArgumentParser):
 def _add_config_flags(parser):
     """One flag per ``Config`` field, help text from the field's docstring, no defaults applied here."""
     from mnist_vae.data import BINARIZE, DATASETS
+    from mnist_vae.distribute import ENGINES
     from mnist_vae.models import ARCHITECTURES, PRECISIONS
 
     from mnist_vae.config import LR_SCHEDULES
 
     choices = {"dataset": sorted(DATASETS), "architecture": sorted(ARCHITECTURES), "binarize": list(BINARIZE),
-               "lr_schedule": list(LR_SCHEDULES), "precision": ["auto", *PRECISIONS]}
+               "lr_schedule": list(LR_SCHEDULES), "precision": ["auto", *PRECISIONS], "distribute": list(ENGINES)}
     docs = field_docs()
     hints = typing.get_type_hints(Config)
     group = parser.add_argument_group("training configuration (defaults from Config; see config.json)")
@@ -174,6 +175,8 @@ def run_train(args):
     config = config_from_args(args)
     metrics = train(config, args.out, resume=args.resume, overwrite=args.overwrite,
                     data_dir=args.data_dir, verbose=0 if args.quiet else "auto")
+    if metrics is None:  # a data-parallel worker other than the chief, which reports for all
+        return
     print(f"test loss {metrics['test']['loss']:.2f} nats/image "
           f"(reconstruction {metrics['test']['reconstruction_loss']:.2f}, KL {metrics['test']['kl_loss']:.2f}); "
           f"outputs in {args.out.resolve()}")

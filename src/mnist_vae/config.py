@@ -63,12 +63,15 @@ class Config:
     """Compile train steps with XLA (off by default: it halves this model's speed on CPUs)."""
     steps_per_execution: int = 16
     """Train steps per compiled call (at most; a divisor of the batches per epoch is used): fewer Python round trips. The PyTorch backend always runs 1."""
+    distribute: str = "none"
+    """Data-parallel engine (distribute.ENGINES): none, mirrored (TensorFlow: this machine's GPUs), multi_worker_mirrored (TensorFlow: one process per worker on one or several machines, the cluster in TF_CONFIG) or data_parallel (JAX: keras.distribution over this process's devices). --batch-size is the global batch, split over the replicas; only worker 0 writes the run folder (README: data-parallel training)."""
     grid_size: int = 20
     """Rows and columns of the 2-D manifold grid in plots and TensorBoard."""
 
     def validate(self):
         """Raise ``UserError`` naming the first bad field; returns self for chaining."""
         from mnist_vae.data import BINARIZE, DATASETS  # registries live beside the code they select
+        from mnist_vae.distribute import ENGINES
         from mnist_vae.models import ARCHITECTURES, PRECISIONS
         from mnist_vae.observation import LIKELIHOODS
 
@@ -83,6 +86,7 @@ class Config:
             ("likelihood", self.likelihood in ("auto", *LIKELIHOODS), f"one of {['auto', *sorted(LIKELIHOODS)]}"),
             ("lr_schedule", self.lr_schedule in LR_SCHEDULES, f"one of {list(LR_SCHEDULES)}"),
             ("precision", self.precision in ("auto", *PRECISIONS), f"one of {['auto', *PRECISIONS]}"),
+            ("distribute", self.distribute in ENGINES, f"one of {list(ENGINES)}"),
             ("learning_rate", 0 < self.learning_rate < 1, "between 0 and 1"),
             ("beta", 0 <= self.beta <= 1000, "between 0 and 1,000"),
             ("free_bits", 0 <= self.free_bits <= 100, "between 0 and 100 nats per dimension"),
@@ -196,7 +200,9 @@ def _read_config_text(path):
 
 # Fields --resume lets change: they do not change the trained function (only how long it trains,
 # and what the end of the run scores).
-UNPINNED = ("epochs", "test_limit")
+# A run may be resumed with other values of these: they change neither the trained function nor
+# the order of the steps (the data-parallel engines take the same global batches).
+UNPINNED = ("epochs", "test_limit", "distribute")
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; anything near this is not one
 

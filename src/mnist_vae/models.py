@@ -11,6 +11,7 @@ import numpy as np
 from keras import layers, ops
 
 from mnist_vae import losses
+from mnist_vae.distribute import replica_mean
 from mnist_vae.observation import PAD, Geometry, get_likelihood
 
 PACKAGE = "mnist_vae"
@@ -429,6 +430,8 @@ class VAE(keras.Model):
         # Batches per epoch, which turns the optimizer's step counter into the warm-up's epoch.
         # Set by whoever trains with a warm-up (train.py); not part of the saved model.
         self.steps_per_epoch = None
+        # Whether it trains under tf.distribute with several workers (train.py sets it; see train_step).
+        self.multi_worker = False
         self.likelihood = get_likelihood(likelihood).name
         self.pad = int(pad)
         self.num_classes = int(num_classes)  # > 0: a conditional VAE, labels one-hot into encoder and decoder
@@ -539,8 +542,51 @@ class VAE(keras.Model):
         self.negative_elbo_tracker.update_state(terms["reconstruction_loss"] + terms["kl_loss"])
         if self.free_bits > 0:
             kl_dims = losses.kl_per_dimension(y_pred["z_mean"], y_pred["z_log_var"])
-            return ops.mean(terms["reconstruction_loss"]) + weight * losses.free_bits_kl(kl_dims, self.free_bits)
-        return ops.mean(terms["loss"])
+            loss = ops.mean(terms["reconstruction_loss"]) + weight * losses.free_bits_kl(kl_dims, self.free_bits)
+        else:
+            loss = ops.mean(terms["loss"])
+        return replica_mean(loss)
+
+    def build_for_training(self):
+        """Create every variable ``fit`` would (the model's and the compiled optimizer's) from symbolic inputs.
+
+        For tf.distribute's multi-worker strategy: Keras 3's TensorFlow trainer, before its own
+        symbolic build, reduces a whole input batch with ``strategy.reduce``, which takes one value
+        and fails on the (images,) tuple of per-worker values (keras-team/keras#20585). Built here,
+        nothing is left for that step, so ``_maybe_symbolic_build`` below skips it. Symbolic, so no
+        noise is drawn. tests/test_distribute.py trains two workers through this.
+        """
+        images = keras.KerasTensor((None, *self.image_shape))
+        inputs = {"images": images, "labels": keras.KerasTensor((None, self.num_classes))} if self.conditional else images
+        self(inputs, training=False)
+        self.optimizer.build(self.trainable_variables)
+        self._built_for_training = True
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):  # Keras' TensorFlow trainer; see build_for_training
+        if getattr(self, "_built_for_training", False):
+            return None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def train_step(self, *args, **kwargs):
+        """Keras' step; under several tf.distribute workers its logs get the axis Keras averages them over.
+
+        Keras 3's TensorFlow trainer averages a step's logs over workers with
+        ``strategy.reduce("MEAN", value, axis=0)``, which fails on the scalar metric values
+        (tensorflow/tensorflow#72388): as (1,) vectors they average to the scalars Keras expects.
+        ``multi_worker`` is set by train.py; the epoch's logs are read from the metrics, summed
+        over all workers, as always.
+        """
+        logs = super().train_step(*args, **kwargs)
+        return self._with_worker_axis(logs) if self.multi_worker else logs
+
+    def test_step(self, *args, **kwargs):
+        """Keras' validation step; see ``train_step``."""
+        logs = super().test_step(*args, **kwargs)
+        return self._with_worker_axis(logs) if self.multi_worker else logs
+
+    @staticmethod
+    def _with_worker_axis(logs):
+        return {name: ops.reshape(value, (1,)) for name, value in logs.items()}
 
     def get_config(self):
         """Everything needed to rebuild the model, sub-models included."""

@@ -2,7 +2,9 @@
 
 import dataclasses
 import math
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import keras
 import numpy as np
 
 from mnist_vae import callbacks as cbs
-from mnist_vae import report
+from mnist_vae import distribute, report
 from mnist_vae.config import UNPINNED, Config
 from mnist_vae.data import ImageBatches, held_out_images, load_splits, one_hot
 from mnist_vae.errors import UserError
@@ -70,7 +72,8 @@ def start_run_dir(run, config, resume):
 
 
 def train(config, out=".", resume=False, overwrite=False, data_dir=None, verbose="auto", callbacks=()):
-    """Train a VAE as ``config`` says and write every output under ``out``; returns the metrics dict.
+    """Train a VAE as ``config`` says and write every output under ``out``; returns the metrics dict
+    (None on a data-parallel worker other than the chief, which writes nothing).
 
     The run folder is locked for the whole call (a second process on it fails at once), and
     nothing in it is written before the data, the folder's permissions and its free space check out.
@@ -78,29 +81,51 @@ def train(config, out=".", resume=False, overwrite=False, data_dir=None, verbose
     config = config.validate()
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pass one")
+    # First: tf.distribute's multi-worker collectives must be set up before TensorFlow runs anything.
+    cluster = distribute.start(config.distribute, config.batch_size)
     run = RunDir(out)
+    if not cluster.chief:
+        return _train_as_worker(cluster, run, config, resume, overwrite, data_dir)
     with locked(run, "vae train", create=True):
         check_run_dir(run, config, resume, overwrite)
-        return _train_locked(run, config, resume, data_dir, verbose, callbacks)
+        cluster.wait_for_all()  # every worker has checked the folder before this one writes to it
+        return _train_locked(run, config, resume, data_dir, verbose, callbacks, cluster)
 
 
-def _train_locked(run, config, resume, data_dir, verbose, callbacks):
+def _train_as_worker(cluster, run, config, resume, overwrite, data_dir):
+    """A data-parallel worker other than the chief: the same steps, nothing written.
+
+    It checks the run folder as the chief does (so both refuse a bad one alike) and, resuming,
+    restores the chief's state from it; ``distribute`` says what the workers share.
+    """
+    check_run_dir(run, config, resume, overwrite)
+    cluster.wait_for_all()
+    return _train_locked(run, config, resume, data_dir, 0, (), cluster)
+
+
+def _train_locked(run, config, resume, data_dir, verbose, callbacks, cluster):
     keras.utils.set_random_seed(config.seed)
     # Data problems surface before anything is written, so a failed start leaves no half run.
     splits = load_splits(config.dataset, config.validation_size, config.limit, data_dir=data_dir,
                          test_limit=config.test_limit)
     precision = resolve_precision(config.precision)
     note = emulated_bf16_warning(precision)
-    if note:
+    if note and cluster.chief:
         print(f"vae train: warning: {note}", file=sys.stderr)
-    vae = build_vae(splits.spec.geometry.model_shape, config.latent_dim, config.architecture, seed=config.seed,
-                    precision=precision, likelihood=config.resolved_likelihood(), pad=splits.spec.geometry.pad,
-                    beta=config.beta, kl_warmup=config.kl_warmup, free_bits=config.free_bits,
-                    num_classes=len(splits.spec.class_names) if config.conditional else 0,
-                    pixel_layers=config.pixel_layers)
-    run.check_writable()
-    run.check_free_space(training_bytes(4 * vae.count_params(), config.epochs))
-    start_run_dir(run, config, resume)
+
+    def build():
+        return build_vae(splits.spec.geometry.model_shape, config.latent_dim, config.architecture, seed=config.seed,
+                         precision=precision, likelihood=config.resolved_likelihood(), pad=splits.spec.geometry.pad,
+                         beta=config.beta, kl_warmup=config.kl_warmup, free_bits=config.free_bits,
+                         num_classes=len(splits.spec.class_names) if config.conditional else 0,
+                         pixel_layers=config.pixel_layers)
+
+    with cluster.model_scope():
+        vae = build()
+    if cluster.chief:
+        run.check_writable()
+        run.check_free_space(training_bytes(4 * vae.count_params(), config.epochs))
+        start_run_dir(run, config, resume)
     conditioning = (lambda split: one_hot(split.labels, vae.num_classes)) if vae.conditional else (lambda split: None)
     train_batches = ImageBatches(splits.train.images, config.batch_size, shuffle=True, seed=config.seed,
                                  binarize=config.binarize == "dynamic", labels=conditioning(splits.train))
@@ -108,11 +133,19 @@ def _train_locked(run, config, resume, data_dir, verbose, callbacks):
     eval_images = {name: held_out_images(getattr(splits, name).images, config.binarize)
                    for name in ("train", "validation", "test")}
     vae.steps_per_epoch = len(train_batches)  # the KL warm-up's epoch is the optimizer's step // this
-    vae.compile(
-        optimizer=make_optimizer(config, len(train_batches)),
-        jit_compile=config.jit_compile,
-        steps_per_execution=largest_divisor(len(train_batches), steps_per_execution(config)),
-    )
+    with cluster.model_scope():
+        vae.compile(
+            optimizer=make_optimizer(config, len(train_batches)),
+            jit_compile=config.jit_compile or cluster.needs_jit,
+            steps_per_execution=largest_divisor(len(train_batches), steps_per_execution(config, cluster)),
+        )
+        if cluster.engine in ("mirrored", "multi_worker_mirrored") and cluster.replicas > 1:
+            # Around two Keras 3 bugs under tf.distribute: see the methods.
+            vae.build_for_training()
+            vae.multi_worker = cluster.workers > 1
+    # What the chief scores and pictures: under several tf.distribute workers, a copy outside the
+    # strategy (see callbacks.LocalCopy); else the trained model itself.
+    local = build() if cluster.collective_predict else vae
     # Forward passes only: larger batches are faster and give the same per-image means.
     val_batches = ImageBatches(eval_images["validation"], EVAL_BATCH_SIZE, labels=conditioning(splits.validation))
     # Chosen on the unweighted negative ELBO: a warm-up's down-weighted KL would favour early epochs.
@@ -122,7 +155,7 @@ def _train_locked(run, config, resume, data_dir, verbose, callbacks):
     def restore_best(epoch, extra):
         checkpoint.best = extra.get("best_val_loss", checkpoint.best)
         earlier = extra.get("precision")  # absent in states saved before it was recorded
-        if earlier and earlier != precision:
+        if earlier and earlier != precision and cluster.chief:
             print(f"vae train: this run trained in {earlier} up to epoch {epoch}; here --precision "
                   f"{config.precision} is {precision}, so it continues in {precision} (its remaining epochs "
                   f"round differently from an uninterrupted run's)", file=sys.stderr)
@@ -132,29 +165,37 @@ def _train_locked(run, config, resume, data_dir, verbose, callbacks):
         extra_state=lambda: {"best_val_loss": None if checkpoint.best is None else float(checkpoint.best),
                              "precision": precision},
         on_restore=restore_best,
+        read_only=not cluster.chief,
     )
-    callback_list = [
-        EpochTimer(),
-        cbs.EpochSync(train_batches),
-        # Before the CSV and TensorBoard loggers, which write the scalars it adds to the epoch's logs.
-        cbs.LatentMonitor(eval_images["validation"][:LATENT_MONITOR_IMAGES],
-                          splits.validation.labels[:LATENT_MONITOR_IMAGES], run.logs),
-        cbs.ResumableCSVLogger(str(run.history)),
-        checkpoint,
-        keras.callbacks.TerminateOnNaN(),
-        *cbs.tensorboard_callbacks(run.logs, eval_images["validation"][:10], splits.validation.labels[:10],
-                                   config.seed, config.grid_size),
-        *callbacks,
-        backup,  # last: the state it saves includes the epoch's checkpoint score and history row
-    ]
+    if cluster.chief:
+        callback_list = [
+            EpochTimer(),
+            cbs.EpochSync(train_batches),
+            *([cbs.LocalCopy(local)] if local is not vae else []),
+            # Before the CSV and TensorBoard loggers, which write the scalars it adds to the epoch's logs.
+            cbs.LatentMonitor(eval_images["validation"][:LATENT_MONITOR_IMAGES],
+                              splits.validation.labels[:LATENT_MONITOR_IMAGES], run.logs, model=local),
+            cbs.ResumableCSVLogger(str(run.history)),
+            checkpoint,
+            keras.callbacks.TerminateOnNaN(),
+            *cbs.tensorboard_callbacks(run.logs, eval_images["validation"][:10], splits.validation.labels[:10],
+                                       config.seed, config.grid_size, model=local),
+            *callbacks,
+            backup,  # last: the state it saves includes the epoch's checkpoint score and history row
+        ]
+    else:  # the same steps and validation (collective operations), nothing written
+        callback_list = [cbs.EpochSync(train_batches), keras.callbacks.TerminateOnNaN(), backup]
     start = time.perf_counter()
-    history = vae.fit(
-        train_batches, validation_data=val_batches, epochs=config.epochs,
-        callbacks=callback_list, verbose=verbose,
-        # ImageBatches shuffles by (seed, epoch). Keras' own shuffle would permute the batch
-        # indices with NumPy's global RNG, which a resumed process cannot reproduce.
-        shuffle=False,
-    )
+    with cluster.fit_scope():
+        history = vae.fit(
+            train_batches, validation_data=val_batches, epochs=config.epochs,
+            callbacks=callback_list, verbose=verbose,
+            # ImageBatches shuffles by (seed, epoch). Keras' own shuffle would permute the batch
+            # indices with NumPy's global RNG, which a resumed process cannot reproduce.
+            shuffle=False,
+        )
+    if not cluster.chief:
+        return None
     seconds = time.perf_counter() - start
     last = {name: values[-1] for name, values in history.history.items() if values}
     diverged = {name: last[name] for name in ("loss", "val_negative_elbo")
@@ -162,6 +203,9 @@ def _train_locked(run, config, resume, data_dir, verbose, callbacks):
     if diverged:
         raise UserError(_divergence_message(run, checkpoint.best, history.epoch[-1] + 1, diverged))
 
+    if local is not vae:
+        local.set_weights(vae.get_weights())
+        vae = local  # from here on, nothing is collective
     run.models.mkdir(parents=True, exist_ok=True)
     save_model_atomic(vae, run.vae)
     save_model_atomic(vae.encoder, run.encoder)
@@ -277,9 +321,13 @@ def cpu_has_native_bf16(cpuinfo="/proc/cpuinfo"):
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def steps_per_execution(config):
-    """``config.steps_per_execution``, or 1 on the PyTorch backend, whose trainer runs one step per call."""
-    return 1 if keras.backend.backend() == "torch" else config.steps_per_execution
+def steps_per_execution(config, cluster=None):
+    """``config.steps_per_execution``, or 1 on the PyTorch backend, whose trainer runs one step per call, and
+    under several tf.distribute workers, where Keras' multi-step loop fails to run (a placeholder in its
+    ``while`` condition is never fed; TensorFlow 2.21, Keras 3.15)."""
+    if keras.backend.backend() == "torch" or (cluster is not None and cluster.collective_predict):
+        return 1
+    return config.steps_per_execution
 
 
 def largest_divisor(n, at_most):

@@ -1,0 +1,196 @@
+"""Data-parallel training on the engines Keras 3 drives; one registry, one seam in ``train.py``.
+
+The engines (``ENGINES``, ``Config.distribute``):
+
+- ``none``: one process, one device (the default).
+- ``mirrored``: TensorFlow's ``MirroredStrategy`` over this process's GPUs (all-reduce by NCCL,
+  or by copying on a CPU-only machine, where it is one replica).
+- ``multi_worker_mirrored``: TensorFlow's ``MultiWorkerMirroredStrategy``: one process per worker,
+  on one machine or several, the cluster described by the ``TF_CONFIG`` environment variable.
+- ``data_parallel``: Keras' distribution API on JAX (``keras.distribution.DataParallel``) over every
+  device this process sees (one machine's GPUs). Several JAX processes are refused for now: there
+  every array handed to Keras inside the distribution is one process's part of a global array,
+  and the validation, pictures and final scores here pass whole arrays (see the README).
+
+Semantics, whatever the engine: ``Config.batch_size`` is the **global** batch. Each step splits
+it evenly over the replicas and averages the gradient over all of it, so a step is the step one
+process would take on the same batch, and the learning rate needs no scaling (raise it yourself if
+you raise the batch: Goyal et al.'s linear rule with ``--lr-warmup``). The batch must divide
+evenly over the replicas. Every worker draws the same (seed, epoch) order of images and global
+batches; the engine hands each replica its slice.
+
+Only the chief (worker 0) writes the run folder. The other workers train the same steps into a
+private temporary folder that they delete at the end: the engines' collective operations need
+every worker to run the same calls (validation, the per-epoch pictures, the final scores), so they
+compute everything and keep nothing. On ``--resume`` they read the chief's resume state from the
+run folder, so on several machines ``--out`` must be a folder every machine sees (a shared
+filesystem), as TensorFlow's own multi-worker checkpointing requires.
+"""
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+
+import keras
+from keras import ops
+
+from mnist_vae.errors import UserError
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where this process stands in a data-parallel run, and the scope its model is built in."""
+
+    engine: str
+    replicas: int = 1
+    """Devices that each take a slice of every global batch, over all workers."""
+    workers: int = 1
+    """Processes in the run."""
+    worker_index: int = 0
+    """This process's place among them; 0 is the chief, the one that writes the run folder."""
+    scope: object = None
+    """Context manager factory for building, compiling and training the model (None: no scope)."""
+    barrier: object = None
+    """Callable that returns once every worker has called it (None: one worker)."""
+    needs_jit: bool = False
+    """Whether the train step must be compiled whatever ``--jit-compile`` says (keras.distribution on JAX:
+    uncompiled, each sharded operation runs on its own, and on a CPU with forced host devices their
+    collectives deadlock)."""
+    fit_in_scope: bool = False
+    """Whether ``fit`` runs inside ``scope`` too (keras.distribution shards each batch by the distribution in force),
+    rather than outside it (a tf.distribute model keeps the strategy it was built under, and a model built
+    outside one, such as ``train.py``'s local copy, computes alone only outside the scope)."""
+
+    @property
+    def chief(self):
+        """Whether this process writes the run folder."""
+        return self.worker_index == 0
+
+    def model_scope(self):
+        """The scope to build, compile and train the model in."""
+        return self.scope() if self.scope is not None else contextlib.nullcontext()
+
+    def fit_scope(self):
+        """The scope to call ``fit`` in."""
+        return self.model_scope() if self.fit_in_scope else contextlib.nullcontext()
+
+    @property
+    def collective_predict(self):
+        """Whether the trained model's ``predict`` is a step all workers must take together (tf.distribute, several workers)."""
+        return self.engine == "multi_worker_mirrored" and self.workers > 1
+
+    def wait_for_all(self):
+        """Return once every worker got here (e.g. all checked the run folder before the chief writes to it)."""
+        if self.barrier is not None:
+            self.barrier()
+
+
+def _single():
+    return Cluster("none")
+
+
+def _mirrored():
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy()
+    return Cluster("mirrored", replicas=strategy.num_replicas_in_sync, scope=strategy.scope)
+
+
+def _multi_worker_mirrored():
+    import tensorflow as tf
+
+    spec = _tf_config()
+    # Created before any other TensorFlow operation: the collectives are configured at start-up.
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    resolver = strategy.cluster_resolver
+    workers = len(spec["cluster"].get("worker", [])) + len(spec["cluster"].get("chief", []))
+    # The chief is the "chief" task if the cluster names one, else worker 0 (TensorFlow's convention).
+    if resolver.task_type == "chief":
+        index = 0
+    else:
+        index = resolver.task_id + (1 if "chief" in spec["cluster"] else 0)
+    def barrier():
+        # One all-reduce of a scalar: it completes only when every worker has contributed.
+        strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+
+    return Cluster("multi_worker_mirrored", replicas=strategy.num_replicas_in_sync, workers=workers,
+                   worker_index=index, scope=strategy.scope, barrier=barrier)
+
+
+def _tf_config():
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        raise UserError("--distribute multi_worker_mirrored reads the cluster from TF_CONFIG, which is not set; "
+                        'set it on every worker, e.g. TF_CONFIG=\'{"cluster": {"worker": ["host1:port", '
+                        '"host2:port"]}, "task": {"type": "worker", "index": 0}}\'')
+    try:
+        spec = json.loads(text)
+        if not isinstance(spec["cluster"], dict) or not isinstance(spec["task"]["index"], int):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise UserError("TF_CONFIG must be JSON with a \"cluster\" object and a \"task\" with \"type\" and an "
+                        f"integer \"index\", got {text[:80]!r}; see the README's data-parallel section") from None
+    return spec
+
+
+def _data_parallel():
+    if int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1")) > 1:
+        raise UserError("--distribute data_parallel runs one JAX process over all its devices; several processes "
+                        "are not supported yet: unset KERAS_DISTRIBUTION_NUM_PROCESSES, or run several processes "
+                        "with KERAS_BACKEND=tensorflow --distribute multi_worker_mirrored")
+    distribution = keras.distribution.DataParallel(devices=keras.distribution.list_devices())
+    return Cluster("data_parallel", replicas=len(distribution.device_mesh.devices.flatten()),
+                   scope=distribution.scope, fit_in_scope=True, needs_jit=True)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One ``--distribute`` choice: the backend it runs on and how to join its cluster."""
+
+    name: str
+    backend: str | None  # None: any
+    start: object
+    summary: str
+
+
+ENGINES = {
+    engine.name: engine for engine in (
+        Engine("none", None, _single, "one process, one device"),
+        Engine("mirrored", "tensorflow", _mirrored, "tf.distribute.MirroredStrategy over this machine's GPUs"),
+        Engine("multi_worker_mirrored", "tensorflow", _multi_worker_mirrored,
+               "tf.distribute.MultiWorkerMirroredStrategy, one process per worker, cluster from TF_CONFIG"),
+        Engine("data_parallel", "jax", _data_parallel,
+               "keras.distribution.DataParallel on JAX; several processes via KERAS_DISTRIBUTION_* variables"),
+    )
+}
+
+
+def start(name, batch_size):
+    """Join (or make) the cluster of engine ``name``; a ``Cluster``. Call before anything else runs on the backend."""
+    engine = ENGINES[name]
+    backend = keras.backend.backend()
+    if engine.backend not in (None, backend):
+        other = [e.name for e in ENGINES.values() if e.backend == backend]
+        raise UserError(f"--distribute {name} runs on the {engine.backend} backend and this is {backend}; set "
+                        f"KERAS_BACKEND={engine.backend}" + (f" or use --distribute {' or '.join(other)}" if other else ""))
+    cluster = engine.start()
+    if batch_size % cluster.replicas:
+        raise UserError(f"--batch-size {batch_size} does not split evenly over {cluster.replicas} replicas; "
+                        f"pass a multiple of {cluster.replicas}")
+    return cluster
+
+
+def replica_mean(loss):
+    """A replica's share of the batch-mean ``loss``: divided by the replicas TensorFlow sums gradients over.
+
+    Under tf.distribute each replica computes the mean over its slice and the gradients are summed,
+    so each slice's mean counts 1/replicas (Keras' own losses do the same, and its trainer undoes it
+    for the reported ``loss``). keras.distribution on JAX computes one global mean: nothing to do.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return loss
+    import tensorflow as tf
+
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss if replicas == 1 else ops.multiply(loss, 1.0 / replicas)
