@@ -78,7 +78,7 @@ def build_parser():
     from mnist_vae.models import PRECISIONS
 
     parser = Parser(prog="vae", description="Variational autoencoders on MNIST-family images.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,plot,evaluate,classifier,serve,export}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,plot,evaluate,classifier,serve,export,sweep}")
 
     train = sub.add_parser("train", help="train a VAE and write models, checkpoint, logs, plots, metrics")
     train.add_argument("--out", default=".", type=Path, help="run directory (default: the current directory)")
@@ -132,6 +132,18 @@ def build_parser():
     export = sub.add_parser("export", help="write a trained run's encoder and decoder as ONNX files into DIR/export")
     export.add_argument("dir", type=Path, help=RUN_DIR_HELP)
     export.add_argument("--format", default="onnx", choices=["onnx"], help="(default: onnx, the one format)")
+
+    sweep = sub.add_parser("sweep", help="a grid or random search over config fields on Ray Tune, with ASHA early "
+                                         "stopping; one run folder per trial, results.csv and sweep.png")
+    sweep.add_argument("spec", type=Path, help="JSON sweep spec: base, grid, random, samples, early_stopping, "
+                                               "grace_epochs, plot (see the README)")
+    sweep.add_argument("--out", type=Path, required=True,
+                       help="sweep folder; the same command again continues a killed sweep there")
+    sweep.add_argument("--address", help="Ray cluster to run the trials on (ray://HOST:10001 or auto; "
+                                         "default: a Ray instance on this machine)")
+    sweep.add_argument("--cpus-per-trial", type=float, default=1.0,
+                       help="CPUs Ray reserves per trial, which bounds how many run at once (default: 1)")
+    sweep.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
 
     classifier = sub.add_parser("classifier", help="the per-dataset CNN that scores sample quality")
     classifier_sub = classifier.add_subparsers(dest="action", required=True, metavar="{train}")
@@ -244,6 +256,23 @@ def run_export(args):
         print(path)
 
 
+def run_sweep(args):
+    """``vae sweep SPEC --out DIR``."""
+    from mnist_vae.sweep import run_sweep as sweep
+
+    rows = sweep(args.spec, args.out, address=args.address, cpus_per_trial=args.cpus_per_trial,
+                 data_dir=None if args.data_dir is None else str(args.data_dir.resolve()))
+    finished = sum(r["status"] == "finished" for r in rows)
+    best = rows[0] if rows else None
+    print(f"{len(rows)} trials ({finished} finished, {len(rows) - finished} stopped early or failed); "
+          f"table {args.out.resolve() / 'results.csv'}, plot {args.out.resolve() / 'sweep.png'}")
+    if best is not None:
+        print(f"best validation -ELBO {best['best_val_negative_elbo']:.2f}: "
+              + ", ".join(f"{k}={best[k]}" for k in best if k not in ("trial", "status", "epochs", "run_dir",
+                                                                       "best_val_negative_elbo", "test_negative_elbo"))
+              + f" ({best['run_dir']})")
+
+
 def _has_resume_state(run_dir):
     from mnist_vae.rundir import RunDir
 
@@ -254,7 +283,7 @@ def _has_resume_state(run_dir):
 
 
 COMMANDS = {"train": run_train, "plot": run_plot, "evaluate": run_evaluate, "classifier": run_classifier,
-            "serve": run_serve, "export": run_export}
+            "serve": run_serve, "export": run_export, "sweep": run_sweep}
 
 
 def main(argv=None):

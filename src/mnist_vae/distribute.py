@@ -181,6 +181,26 @@ def start(name, batch_size):
     return cluster
 
 
+def loopback_tf_configs(workers):
+    """``TF_CONFIG`` values (JSON text) for ``workers`` processes on this machine, on free loopback ports.
+
+    For trying multi_worker_mirrored on one machine (the tests and benchmarks/scaling.py do): start
+    one ``vae train --distribute multi_worker_mirrored`` per value, each with its own TF_CONFIG.
+    """
+    import socket
+
+    sockets = [socket.socket() for _ in range(workers)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        addresses = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+    return [json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": i}})
+            for i in range(workers)]
+
+
 def replica_mean(loss):
     """A replica's share of the batch-mean ``loss``: divided by the replicas TensorFlow sums gradients over.
 
