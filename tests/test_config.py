@@ -104,8 +104,8 @@ def test_nonsense_flag_values_are_one_line_errors_with_exit_status_2(capsys):
         (["train", "--seed", str(2**64)], "--seed must be between"),
         (["train", "--grid-size", "100000"], "--grid-size must be between 2 and 100"),
         (["train", "--limit", "9" * 5000], "argument --limit: invalid int value"),
-        (["fit"], "vae: error: argument {train,plot,evaluate,classifier,serve,export}: invalid choice: 'fit'"),
-        ([], "vae: error: the following arguments are required: {train,plot,evaluate,classifier,serve,export}"),
+        (["fit"], "vae: error: argument {train,plot,evaluate,classifier,serve,export,sweep}: invalid choice: 'fit'"),
+        ([], "vae: error: the following arguments are required: {train,plot,evaluate,classifier,serve,export,sweep}"),
     ]
     with pytest.raises(UsageError):  # not SystemExit: main reports it like every other bad input
         build_parser().parse_args(["train", "--latent-dim", "two"])
