@@ -265,3 +265,23 @@ def test_fashion_mnist_trains_evaluates_and_plots_end_to_end(tmp_path):
     report = json.loads((out / "evaluation.json").read_text())
     assert report["dataset"] == "fashion_mnist" and "Ankle boot" in report["per_class"]  # the first test image
     assert (out / "plots" / "analogies.png").is_file()
+
+
+def test_sharded_batches_put_together_are_the_whole_batches():
+    # Two processes under keras.distribution feed one global batch between them: the same
+    # images, labels and Bernoulli draws as one process, in order.
+    rng = np.random.default_rng(0)
+    images = rng.random((100, 32, 32, 1)).astype("float32")
+    labels = np.eye(10, dtype="float32")[rng.integers(0, 10, 100)]
+    kwargs = dict(batch_size=20, shuffle=True, seed=3, binarize=True, labels=labels)
+    whole = data.ImageBatches(images, **kwargs)
+    parts = [data.ImageBatches(images, shard=(i, 2), **kwargs) for i in range(2)]
+    for epoch in range(2):
+        for b in (whole, *parts):
+            b.restart(epoch)
+        for index in range(len(whole)):
+            full, halves = whole[index], [p[index] for p in parts]
+            for key in ("images", "labels"):
+                np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), full[key])
+    with pytest.raises(ValueError, match="does not split over 3 processes"):
+        data.ImageBatches(images, batch_size=20, shard=(0, 3))[0]

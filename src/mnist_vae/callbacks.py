@@ -1,5 +1,6 @@
 """Keras callbacks, extended where the stock ones fall short of crash-safe, resumable training."""
 
+import contextlib
 import csv
 import json
 import os
@@ -53,9 +54,10 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     callback last, so the state it saves includes what the other callbacks did in the epoch.
     """
 
-    def __init__(self, backup_dir, extra_state=None, on_restore=None, read_only=False):
+    def __init__(self, backup_dir, extra_state=None, on_restore=None, read_only=False, save_scope=None):
         super().__init__(backup_dir, save_freq="epoch", double_checkpoint=True, delete_checkpoint=False)
         self.read_only = read_only  # restore, never save: a data-parallel worker resuming from the chief's state
+        self.save_scope = save_scope or contextlib.nullcontext  # what saving runs in (distribute.Cluster.solo_scope)
         self.extra_state = extra_state or dict
         self.on_restore = on_restore
         self._pointer = Path(backup_dir) / "state.json"
@@ -96,6 +98,10 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         super().on_epoch_end(epoch, logs)
 
     def _save_model(self):
+        with self.save_scope():
+            self._save_state()
+
+    def _save_state(self):
         backup = Path(self.backup_dir)
         backup.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{self._current_epoch:05d}-{uuid.uuid4().hex[:8]}.weights.h5"
@@ -183,6 +189,43 @@ class ResumableCSVLogger(keras.callbacks.CSVLogger):
 def _write_rows(path, rows):
     with open(path, "w", newline="") as f:
         csv.writer(f).writerows(rows)
+
+
+class Solo(keras.callbacks.Callback):
+    """Runs ``callbacks`` (what only the chief of a data-parallel run does) inside ``scope()``.
+
+    Why: under keras.distribution on several processes, anything computed or created inside the
+    distribution is a step all processes take together; the chief's own pictures, scores and
+    saves step outside it (``distribute.Cluster.solo_scope``). Every hook is forwarded in order.
+    """
+
+    def __init__(self, callbacks, scope):
+        super().__init__()
+        self.callbacks = list(callbacks)
+        self.scope = scope
+
+    def set_model(self, model):
+        super().set_model(model)
+        for callback in self.callbacks:
+            callback.set_model(model)
+
+    def set_params(self, params):
+        super().set_params(params)
+        for callback in self.callbacks:
+            callback.set_params(params)
+
+    def _forward(name):  # noqa: N805  (builds the methods below)
+        def hook(self, *args, **kwargs):
+            with self.scope():
+                for callback in self.callbacks:
+                    getattr(callback, name)(*args, **kwargs)
+        hook.__name__ = name
+        return hook
+
+    for _name in [f"on_{when}_{edge}" for when in ("train", "test", "predict", "epoch") for edge in ("begin", "end")] + \
+            [f"on_{when}_batch_{edge}" for when in ("train", "test", "predict") for edge in ("begin", "end")]:
+        locals()[_name] = _forward(_name)
+    del _name, _forward
 
 
 class LocalCopy(keras.callbacks.Callback):

@@ -599,8 +599,12 @@ class ImageBatches(keras.utils.PyDataset):
     that epoch.
     """
 
-    def __init__(self, images, batch_size, shuffle=False, seed=0, binarize=False, labels=None):
+    def __init__(self, images, batch_size, shuffle=False, seed=0, binarize=False, labels=None, shard=None):
         super().__init__()
+        # (index, count): yield only rows [index * n // count, (index + 1) * n // count) of each
+        # batch of n, after it is drawn and binarised whole, so that ``count`` processes together
+        # feed exactly the batches one would (keras.distribution on several processes).
+        self.shard = shard
         self.images = images
         # Per-image conditioning (one-hot labels, (n, classes)) for a conditional VAE: batches are
         # then {"images", "labels"}, the inputs ``models.VAE.model_inputs`` describes.
@@ -640,6 +644,13 @@ class ImageBatches(keras.utils.PyDataset):
         return self._with_labels(batch, picked)
 
     def _with_labels(self, batch, picked):
+        if self.shard is not None:
+            index, count = self.shard
+            n = len(batch)
+            if n % count:
+                raise ValueError(f"a batch of {n} images does not split over {count} processes")
+            part = slice(index * n // count, (index + 1) * n // count)
+            batch, picked = batch[part], np.arange(len(self.images))[picked][part]
         return batch if self.labels is None else {"images": batch, "labels": self.labels[picked]}
 
 

@@ -8,9 +8,10 @@ The engines (``ENGINES``, ``Config.distribute``):
 - ``multi_worker_mirrored``: TensorFlow's ``MultiWorkerMirroredStrategy``: one process per worker,
   on one machine or several, the cluster described by the ``TF_CONFIG`` environment variable.
 - ``data_parallel``: Keras' distribution API on JAX (``keras.distribution.DataParallel``) over every
-  device this process sees (one machine's GPUs). Several JAX processes are refused for now: there
-  every array handed to Keras inside the distribution is one process's part of a global array,
-  and the validation, pictures and final scores here pass whole arrays (see the README).
+  device; several processes (or machines) through ``jax.distributed``, set up by
+  ``keras.distribution.initialize`` from ``KERAS_DISTRIBUTION_JOB_ADDRESSES`` (the coordinator's
+  host:port first), ``KERAS_DISTRIBUTION_NUM_PROCESSES`` and ``KERAS_DISTRIBUTION_PROCESS_ID``.
+  There each process feeds its own slice of every global batch (``Cluster.input_shard``).
 
 Semantics, whatever the engine: ``Config.batch_size`` is the **global** batch. Each step splits
 it evenly over the replicas and averages the gradient over all of it, so a step is the step one
@@ -19,12 +20,15 @@ you raise the batch: Goyal et al.'s linear rule with ``--lr-warmup``). The batch
 evenly over the replicas. Every worker draws the same (seed, epoch) order of images and global
 batches; the engine hands each replica its slice.
 
-Only the chief (worker 0) writes the run folder. The other workers train the same steps into a
-private temporary folder that they delete at the end: the engines' collective operations need
-every worker to run the same calls (validation, the per-epoch pictures, the final scores), so they
-compute everything and keep nothing. On ``--resume`` they read the chief's resume state from the
-run folder, so on several machines ``--out`` must be a folder every machine sees (a shared
-filesystem), as TensorFlow's own multi-worker checkpointing requires.
+Only the chief (worker 0) writes the run folder; the other workers take the same training and
+validation steps (collective operations, which every worker must call together) and write
+nothing. With several processes, what only the chief does (the per-epoch pictures and latent
+statistics, the final scores and plots) runs on a copy of the model built outside the engine and
+synced after each epoch (``callbacks.LocalCopy``), and under keras.distribution also outside the
+distribution (``Cluster.solo``), so it needs no other process. On ``--resume`` every worker
+restores the chief's resume state from the run folder, so on several machines ``--out`` must be a
+folder every machine sees (a shared filesystem), as TensorFlow's own multi-worker checkpointing
+requires.
 """
 
 import contextlib
@@ -53,6 +57,15 @@ class Cluster:
     """Context manager factory for building, compiling and training the model (None: no scope)."""
     barrier: object = None
     """Callable that returns once every worker has called it (None: one worker)."""
+    solo: object = None
+    """Context manager factory in which the chief computes and saves on its own, while the others train on
+    (None: no need). keras.distribution on several processes: there, inside the distribution, even a
+    new optimizer variable (Keras' saving makes one) is placed on every process's devices, which all
+    processes must do together."""
+    input_shard: tuple | None = None
+    """(index, count): this process feeds rows index/count to (index+1)/count of every batch, Keras
+    assembling the global batch from all processes (keras.distribution on several processes); None:
+    it feeds whole batches, which the engine splits (tf.distribute, or one process)."""
     needs_jit: bool = False
     """Whether the train step must be compiled whatever ``--jit-compile`` says (keras.distribution on JAX:
     uncompiled, each sharded operation runs on its own, and on a CPU with forced host devices their
@@ -71,14 +84,18 @@ class Cluster:
         """The scope to build, compile and train the model in."""
         return self.scope() if self.scope is not None else contextlib.nullcontext()
 
+    def solo_scope(self):
+        """The scope of what only the chief does during ``fit`` (checkpoints, pictures, scores)."""
+        return self.solo() if self.solo is not None else contextlib.nullcontext()
+
     def fit_scope(self):
         """The scope to call ``fit`` in."""
         return self.model_scope() if self.fit_in_scope else contextlib.nullcontext()
 
     @property
     def collective_predict(self):
-        """Whether the trained model's ``predict`` is a step all workers must take together (tf.distribute, several workers)."""
-        return self.engine == "multi_worker_mirrored" and self.workers > 1
+        """Whether the trained model's ``predict`` is a step all workers must take together (several processes)."""
+        return self.workers > 1
 
     def wait_for_all(self):
         """Return once every worker got here (e.g. all checked the run folder before the chief writes to it)."""
@@ -135,13 +152,40 @@ def _tf_config():
 
 
 def _data_parallel():
-    if int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1")) > 1:
-        raise UserError("--distribute data_parallel runs one JAX process over all its devices; several processes "
-                        "are not supported yet: unset KERAS_DISTRIBUTION_NUM_PROCESSES, or run several processes "
-                        "with KERAS_BACKEND=tensorflow --distribute multi_worker_mirrored")
+    import jax
+
+    processes = int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1") or 1)
+    if processes > 1 and not jax.distributed.is_initialized():
+        # Collectives between CPU devices of several processes need an implementation (the tests
+        # run on CPUs); GPUs use NCCL whatever this says.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        keras.distribution.initialize()  # jax.distributed from the KERAS_DISTRIBUTION_* variables
     distribution = keras.distribution.DataParallel(devices=keras.distribution.list_devices())
-    return Cluster("data_parallel", replicas=len(distribution.device_mesh.devices.flatten()),
-                   scope=distribution.scope, fit_in_scope=True, needs_jit=True)
+    workers, index = jax.process_count(), jax.process_index()
+    if workers > 1:
+        # Each process hands Keras its slice of a batch (ImageBatches(shard=...)), so Keras
+        # must not slice again (it would want a tf.data pipeline to shard).
+        distribution.auto_shard_dataset = False
+
+    def barrier():
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("mnist_vae")
+
+    return Cluster("data_parallel", replicas=len(distribution.device_mesh.devices.flatten()), workers=workers,
+                   worker_index=index, scope=distribution.scope, fit_in_scope=True, needs_jit=True,
+                   barrier=barrier if workers > 1 else None, input_shard=(index, workers) if workers > 1 else None,
+                   solo=_without_distribution if workers > 1 else None)
+
+
+@contextlib.contextmanager
+def _without_distribution():
+    previous = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(previous)
 
 
 @dataclass(frozen=True)

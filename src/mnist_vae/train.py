@@ -128,7 +128,8 @@ def _train_locked(run, config, resume, data_dir, verbose, callbacks, cluster):
         start_run_dir(run, config, resume)
     conditioning = (lambda split: one_hot(split.labels, vae.num_classes)) if vae.conditional else (lambda split: None)
     train_batches = ImageBatches(splits.train.images, config.batch_size, shuffle=True, seed=config.seed,
-                                 binarize=config.binarize == "dynamic", labels=conditioning(splits.train))
+                                 binarize=config.binarize == "dynamic", labels=conditioning(splits.train),
+                                 shard=cluster.input_shard)
     # Evaluation inputs: under --binarize dynamic, each split binarised once with a fixed seed.
     eval_images = {name: held_out_images(getattr(splits, name).images, config.binarize)
                    for name in ("train", "validation", "test")}
@@ -147,7 +148,8 @@ def _train_locked(run, config, resume, data_dir, verbose, callbacks, cluster):
     # strategy (see callbacks.LocalCopy); else the trained model itself.
     local = build() if cluster.collective_predict else vae
     # Forward passes only: larger batches are faster and give the same per-image means.
-    val_batches = ImageBatches(eval_images["validation"], EVAL_BATCH_SIZE, labels=conditioning(splits.validation))
+    val_batches = ImageBatches(eval_images["validation"], EVAL_BATCH_SIZE, labels=conditioning(splits.validation),
+                               shard=cluster.input_shard)
     # Chosen on the unweighted negative ELBO: a warm-up's down-weighted KL would favour early epochs.
     checkpoint = cbs.AtomicModelCheckpoint(str(run.checkpoint), monitor="val_negative_elbo", mode="min",
                                            save_best_only=True)
@@ -166,11 +168,10 @@ def _train_locked(run, config, resume, data_dir, verbose, callbacks, cluster):
                              "precision": precision},
         on_restore=restore_best,
         read_only=not cluster.chief,
+        save_scope=cluster.solo_scope,
     )
     if cluster.chief:
-        callback_list = [
-            EpochTimer(),
-            cbs.EpochSync(train_batches),
+        own = [
             *([cbs.LocalCopy(local)] if local is not vae else []),
             # Before the CSV and TensorBoard loggers, which write the scalars it adds to the epoch's logs.
             cbs.LatentMonitor(eval_images["validation"][:LATENT_MONITOR_IMAGES],
@@ -181,6 +182,11 @@ def _train_locked(run, config, resume, data_dir, verbose, callbacks, cluster):
             *cbs.tensorboard_callbacks(run.logs, eval_images["validation"][:10], splits.validation.labels[:10],
                                        config.seed, config.grid_size, model=local),
             *callbacks,
+        ]
+        callback_list = [
+            EpochTimer(),
+            cbs.EpochSync(train_batches),
+            *([cbs.Solo(own, cluster.solo_scope)] if cluster.solo is not None else own),
             backup,  # last: the state it saves includes the epoch's checkpoint score and history row
         ]
     else:  # the same steps and validation (collective operations), nothing written
