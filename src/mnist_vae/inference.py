@@ -155,9 +155,15 @@ def interpolation_latents(z_start, z_end, steps):
     return (1.0 - t) * z_start[:, None] + t * z_end[:, None]
 
 
+def principal_axes(z, k=2):
+    """The mean of ``z`` (n, d), its first ``k`` principal axes (k, d) and their explained variance ratios (k,)."""
+    centre = z.mean(axis=0)
+    _, s, vt = np.linalg.svd(z - centre, full_matrices=False)
+    ratios = s**2 / max(float(np.sum(s**2)), 1e-12)
+    return centre, vt[:k], ratios[:k]
+
+
 def principal_components(z, k=2):
     """Project ``z`` (n, d) onto its first ``k`` principal components: (n, k) and explained variance ratios."""
-    centred = z - z.mean(axis=0)
-    _, s, vt = np.linalg.svd(centred, full_matrices=False)
-    ratios = s**2 / max(float(np.sum(s**2)), 1e-12)
-    return centred @ vt[:k].T, ratios[:k]
+    centre, axes, ratios = principal_axes(z, k)
+    return (z - centre) @ axes.T, ratios

@@ -49,6 +49,10 @@ class Plane:
         return {"kind": self.kind, "origin": self.origin.tolist(), "axes": self.axes.tolist(),
                 "explained": self.explained, "dims": list(self.dims) if self.dims else None}
 
+    def points_json(self, z):
+        """``project(z)`` as the page gets it: lists of coordinates rounded to 4 places."""
+        return np.round(self.project(z), 4).tolist()
+
 
 def make_plane(z_mean, kind="auto", dims=(0, 1), origin=None):
     """The plane the page starts on: the latent space itself for d <= 2, else principal components or ``dims``."""
@@ -58,10 +62,10 @@ def make_plane(z_mean, kind="auto", dims=(0, 1), origin=None):
         axes = np.eye(2, d)
         return Plane("latent", np.zeros(d), axes)
     if kind in ("auto", "pca"):
-        centre = z_mean.mean(axis=0)
-        _, s, vt = np.linalg.svd(z_mean - centre, full_matrices=False)
-        ratios = s[:2] ** 2 / max(float(np.sum(s**2)), 1e-12)
-        return Plane("pca", centre, vt[:2], explained=[float(r) for r in ratios])
+        from mnist_vae.inference import principal_axes
+
+        centre, axes, ratios = principal_axes(z_mean, 2)
+        return Plane("pca", centre, axes, explained=[float(r) for r in ratios])
     i, j = dims
     return Plane("dims", np.zeros(d) if origin is None else np.asarray(origin, np.float64),
                  np.eye(d)[[i, j]], dims=(i, j))
@@ -120,7 +124,6 @@ class Explorer:
 
     def info(self):
         """What the page needs to draw itself: the model's kind, the plane and the test points on it."""
-        points = self.plane.project(self.z_mean)
         return {
             "name": self.name,
             "latent_dim": self.vae.latent_dim,
@@ -134,7 +137,7 @@ class Explorer:
             "side": self.geometry.side,
             "channels": self.geometry.channels,
             "plane": self.plane.to_json(),
-            "points": np.round(points, 4).tolist(),
+            "points": self.plane.points_json(self.z_mean),
             "labels": self.test_labels.tolist(),
         }
 
@@ -288,7 +291,7 @@ def create_app(explorer):
         if origin is not None and not 0 <= origin < len(explorer.test_inputs):
             raise Failure(422, f"origin: a test image index in 0..{len(explorer.test_inputs) - 1}, not {origin}")
         plane = make_plane(explorer.z_mean, kind, (i, j), None if origin is None else explorer.z_mean[origin])
-        return {"plane": plane.to_json(), "points": np.round(plane.project(explorer.z_mean), 4).tolist()}
+        return {"plane": plane.to_json(), "points": plane.points_json(explorer.z_mean)}
 
     @app.get("/api/test/{index}")
     def test_image(index: int):
