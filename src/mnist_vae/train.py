@@ -2,9 +2,7 @@
 
 import dataclasses
 import math
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
