@@ -138,7 +138,7 @@ def _train_locked(run, config, resume, data_dir, verbose, callbacks, cluster):
             jit_compile=config.jit_compile or cluster.needs_jit,
             steps_per_execution=largest_divisor(len(train_batches), steps_per_execution(config, cluster)),
         )
-        if cluster.engine in ("mirrored", "multi_worker_mirrored") and cluster.replicas > 1:
+        if cluster.replicas > 1 and keras.backend.backend() == "tensorflow":  # tf.distribute's engines
             # Around two Keras 3 bugs under tf.distribute: see the methods.
             vae.build_for_training()
             vae.multi_worker = cluster.workers > 1
