@@ -140,19 +140,22 @@ class KerasRunner:
         self.model.fit(epochs=1, verbose=0, **self.fit_kwargs)
 
 
+def forward_macs(layer):
+    """Multiply-adds of one image's forward pass through ``layer``: convolutions and dense layers, 0 for the rest."""
+    if isinstance(layer, keras.layers.Conv2DTranspose):  # each input pixel scattered through the kernel
+        h, w, c_in = layer.input.shape[1:]
+        return h * w * c_in * math.prod(layer.kernel_size) * layer.filters
+    if isinstance(layer, keras.layers.Conv2D):
+        h, w, c_out = layer.output.shape[1:]
+        return h * w * c_out * math.prod(layer.kernel_size) * layer.input.shape[-1]
+    if isinstance(layer, keras.layers.Dense):
+        return layer.input.shape[-1] * layer.units
+    return 0
+
+
 def train_flops_per_image(encoder, decoder):
     """3 x forward multiply-adds x 2 of the convolutions and dense layers (a training step's FLOPs, about)."""
-    macs = 0
-    for layer in [*encoder.layers, *decoder.layers]:
-        if isinstance(layer, keras.layers.Conv2DTranspose):
-            h, w, c_in = layer.input.shape[1:]
-            macs += h * w * c_in * math.prod(layer.kernel_size) * layer.filters
-        elif isinstance(layer, keras.layers.Conv2D):
-            h, w, c_out = layer.output.shape[1:]
-            macs += h * w * c_out * math.prod(layer.kernel_size) * layer.input.shape[-1]
-        elif isinstance(layer, keras.layers.Dense):
-            macs += layer.input.shape[-1] * layer.units
-    return 3 * 2 * macs
+    return 3 * 2 * sum(forward_macs(layer) for layer in [*encoder.layers, *decoder.layers])
 
 
 def matmul_peak(dtype, n=2048, seconds=2.0):

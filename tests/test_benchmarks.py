@@ -29,6 +29,31 @@ def test_compare_counts_the_seed_models_flops_and_prints_every_row(capsys):
         assert f"| {name} |" in table
 
 
+def test_layer_profile_times_every_computing_layer_and_its_phase_decomposition_is_the_layer(capsys):
+    import keras
+    import numpy as np
+
+    layer_profile = _load("layer_profile")
+    # The four phase convolutions compute the transposed convolution itself (float32, odd sizes too).
+    layer = keras.layers.Conv2DTranspose(5, 3, strides=2, padding="same", activation="relu")
+    x = np.random.default_rng(0).standard_normal((3, 7, 9, 4)).astype("float32")
+    layer.build(x.shape)
+    layer.bias.assign(np.linspace(-1, 1, 5))
+    expected = keras.ops.convert_to_numpy(layer(x))
+    got = keras.ops.convert_to_numpy(layer_profile.phase_transposed_conv(layer, keras.ops.convert_to_tensor(x)))
+    assert expected.shape == (3, 14, 18, 5)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+    median, labels = layer_profile.main(["--batch", "4", "--repeats", "1", "--calls", "1"])
+    table = capsys.readouterr().out
+    # keras_io: 2 convolutions, 3 dense in the encoder; 1 dense, 3 transposed convolutions in the decoder,
+    # two of them stride 2 with a phase row each.
+    assert len(labels) == 11 and sum(label.startswith("...") for label in labels.values()) == 2
+    assert all(value > 0 for value in median.values())
+    for label in [*labels.values(), "sum of the layers", "whole train step"]:
+        assert f"| {label} |" in table
+
+
 def test_eval_speed_times_every_variant_and_the_scorer_matches_repeated_images(trained_run, tmp_path, capsys):
     import numpy as np
 

@@ -1,0 +1,178 @@
+"""Where a training step's time goes, layer by layer, in float32 and mixed_bfloat16.
+
+    python benchmarks/layer_profile.py [--architecture keras_io] [--batch 128] [--repeats 7] [--calls 20]
+
+For each computing layer of the model (convolutions, transposed convolutions, dense layers), one
+forward and backward pass on a batch of random inputs of that layer's shape: the layer's output,
+dotted with a fixed random cotangent, differentiated with respect to its input and its weights
+(what the layer costs inside ``fit``). Then the whole ``fit`` train step (``VAE.train_step`` with
+Adam) on one batch, so the table shows what the layers leave to everything else (casts, the loss,
+the sampling, the optimizer). The first layer is differentiated with respect to its weights only,
+as in training (the images need no gradient). Each stride-2 3x3 transposed convolution has a second
+row: the same function computed as four phase convolutions (``phase_transposed_conv``, checked
+against the layer first), an alternative to oneDNN's transposed-convolution kernels. Every variant
+is timed in turns, median of ``--repeats`` rounds of ``--calls`` calls each, because this VM's speed
+drifts between phases.
+
+TensorFlow backend only: this is about oneDNN's kernels. Prints a Markdown table: milliseconds per
+batch in each precision, bf16's speed-up, and achieved GFLOP/s (training FLOPs = 3x the forward
+multiply-adds, 2 FLOPs each).
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from compare import forward_macs  # noqa: E402
+
+from mnist_vae import models  # noqa: E402
+
+def layer_step(layer, batch, seed, call=None, input_gradient=True):
+    """A compiled forward+backward pass of ``layer`` on a fixed random batch, and the arguments to call it with.
+
+    ``call(layer, x)`` replaces ``layer(x)`` (another way to compute the same function);
+    ``input_gradient=False`` for a model's first layer, whose input (the images) needs none.
+    """
+    rng = np.random.default_rng(seed)
+    x = tf.constant(rng.standard_normal((batch, *layer.input.shape[1:])).astype("float32"))
+    if layer.compute_dtype != "float32":
+        x = tf.cast(x, layer.compute_dtype)  # as the previous bf16 layer would hand it over
+    cotangent = tf.constant(rng.standard_normal((batch, *layer.output.shape[1:])).astype("float32"))
+    call = call or (lambda layer, x: layer(x))
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.cast(call(layer, x), "float32")
+            objective = tf.reduce_sum(y * cotangent)
+        return tape.gradient(objective, [x, *layer.trainable_weights] if input_gradient else layer.trainable_weights)
+
+    return step, x
+
+
+def phase_transposed_conv(layer, x):
+    """A stride-2, 3x3, "same" ``Conv2DTranspose`` as four stride-1 convolutions, one per output phase.
+
+    Output pixel (2m + a, 2n + b) only sees input rows m (and m - 1 when a = 0) and columns n (and
+    n - 1 when b = 0): kernel taps (2, 0) for the even phase, 1 for the odd one, in each axis. So the
+    four phases are 2x2, 2x1, 1x2 and 1x1 convolutions (the 9 taps once each, no multiply by an
+    inserted zero), interleaved by ``depth_to_space``. Same function, other kernels.
+    """
+    kernel = tf.transpose(tf.cast(layer.kernel, x.dtype), (0, 1, 3, 2))  # Keras (kh, kw, out, in) -> conv (kh, kw, in, out)
+    shifted = tf.pad(x, [[0, 0], [1, 0], [1, 0], [0, 0]])  # shifted[m + 1] = x[m], shifted[0] = 0 (x[-1])
+    even, odd = [2, 0], [1]
+
+    def phase(rows, columns):
+        taps = tf.gather(tf.gather(kernel, rows, axis=0), columns, axis=1)
+        source = shifted[:, 2 - len(rows):, 2 - len(columns):]
+        return tf.nn.conv2d(source, taps, strides=1, padding="VALID")
+
+    y = tf.nn.depth_to_space(tf.concat([phase(even, even), phase(even, odd), phase(odd, even), phase(odd, odd)], -1), 2)
+    y = y + tf.cast(layer.bias, x.dtype)
+    return layer.activation(y)
+
+
+def model_step(architecture, precision, batch, seed):
+    """One compiled ``VAE.train_step`` (with Adam) on a fixed random binary batch."""
+    vae = models.build_vae(architecture=architecture, seed=seed, precision=precision)
+    vae.compile(keras.optimizers.Adam(1e-3), jit_compile=False)
+    images = (np.random.default_rng(seed).random((batch, 32, 32, 1)) < 0.2).astype("float32")
+    vae.build_for_training()
+    step = tf.function(vae.train_step)
+    return step, tf.constant(images), vae
+
+
+def check_phases(layer):
+    """The phase decomposition computes the layer's function (float32 rounding apart)."""
+    x = tf.random.stateless_normal((2, *layer.input.shape[1:]), seed=(0, 1))
+    expected, got = layer(tf.cast(x, layer.compute_dtype)), phase_transposed_conv(layer, tf.cast(x, layer.compute_dtype))
+    error = float(tf.reduce_max(tf.abs(tf.cast(expected, "float32") - tf.cast(got, "float32"))))
+    scale = float(tf.reduce_max(tf.abs(tf.cast(expected, "float32"))))
+    if error > 0.02 * scale + 1e-6:
+        raise AssertionError(f"phase decomposition of {layer.name} differs by {error} (outputs up to {scale})")
+
+
+def seconds_per_call(step, x, calls):
+    start = time.perf_counter()
+    for _ in range(calls):
+        out = step(x)
+    tf.nest.map_structure(lambda t: t.numpy(), out)  # wait for the last call
+    return (time.perf_counter() - start) / calls
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--architecture", default="keras_io", choices=sorted(models.ARCHITECTURES))
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--calls", type=int, default=20, help="calls per timing")
+    args = parser.parse_args(argv)
+    if keras.backend.backend() != "tensorflow":
+        raise SystemExit("layer_profile.py: run it with KERAS_BACKEND=tensorflow (it profiles oneDNN's kernels)")
+
+    variants = {}  # (row key, precision) -> (compiled step, its argument)
+    macs, labels = {}, {}
+    for precision in models.PRECISIONS:
+        step, images, vae = model_step(args.architecture, precision, args.batch, seed=0)
+        variants[("whole train step", precision)] = (step, images)
+        for part in (vae.encoder, vae.decoder):
+            for index, layer in enumerate(part.layers):
+                if not forward_macs(layer):
+                    continue
+                # Layers are matched across the two builds by position (their names get suffixes).
+                key = f"{part.name} {index}"
+                first = part is vae.encoder and layer is next(l for l in part.layers if forward_macs(l))
+                variants[(key, precision)] = layer_step(layer, args.batch, seed=1, input_gradient=not first)
+                macs[key] = forward_macs(layer)
+                labels.setdefault(key, f"{part.name}: {type(layer).__name__} -> {tuple(layer.output.shape[1:])}"
+                                       f"{' (float32 always)' if layer.name in models.FLOAT32_LAYERS else ''}")
+                if isinstance(layer, keras.layers.Conv2DTranspose) and layer.strides == (2, 2) and layer.kernel_size == (3, 3):
+                    check_phases(layer)
+                    phased = f"{key} phases"
+                    variants[(phased, precision)] = layer_step(layer, args.batch, seed=1, call=phase_transposed_conv)
+                    macs[phased] = macs[key]
+                    labels.setdefault(phased, "... the same as four phase convolutions")
+    rows = list(labels)
+    for step, x in variants.values():  # warm-up: tracing and oneDNN's primitive creation
+        seconds_per_call(step, x, 1)
+    times = {key: [] for key in variants}
+    for _ in range(args.repeats):
+        for key, (step, x) in variants.items():
+            times[key].append(seconds_per_call(step, x, args.calls))
+    median = {key: statistics.median(values) * 1e3 for key, values in times.items()}
+
+    f32, bf16 = models.PRECISIONS
+    print(f"{args.architecture}, batch {args.batch}, median of {args.repeats} rounds of {args.calls} calls; ms per batch\n")
+    print("| layer | MFLOP per batch | float32 ms | bf16 ms | bf16 speed-up | float32 GFLOP/s | bf16 GFLOP/s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    layers_only = [key for key in rows if not key.endswith(" phases")]
+    for key in rows:
+        print_row(labels[key], 6 * macs[key] * args.batch, median[(key, f32)], median[(key, bf16)])
+    total_flops = 6 * sum(macs[key] for key in layers_only) * args.batch
+    sums = [sum(median[(key, precision)] for key in layers_only) for precision in (f32, bf16)]
+    print_row("sum of the layers", total_flops, *sums)
+    step = [median[("whole train step", precision)] for precision in (f32, bf16)]
+    print_row("whole train step", total_flops, *step)
+    print(f"| the rest (step minus layers) | | {step[0] - sums[0]:.2f} | {step[1] - sums[1]:.2f} | | | |")
+    return median, labels
+
+
+def print_row(label, flops, f32_ms, bf16_ms):
+    print(f"| {label} | {flops / 1e6:.0f} | {f32_ms:.2f} | {bf16_ms:.2f} | {f32_ms / bf16_ms:.2f}x "
+          f"| {flops / f32_ms / 1e6:.0f} | {flops / bf16_ms / 1e6:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
