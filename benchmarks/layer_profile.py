@@ -128,12 +128,11 @@ def main(argv=None):
         step, images, vae = model_step(args.architecture, precision, args.batch, seed=0)
         variants[("whole train step", precision)] = (step, images)
         for part in (vae.encoder, vae.decoder):
-            for index, layer in enumerate(part.layers):
-                if not forward_macs(layer):
-                    continue
+            computing = [layer for layer in part.layers if forward_macs(layer)]
+            for index, layer in enumerate(computing):
                 # Layers are matched across the two builds by position (their names get suffixes).
                 key = f"{part.name} {index}"
-                first = part is vae.encoder and layer is next(l for l in part.layers if forward_macs(l))
+                first = part is vae.encoder and index == 0  # its input is the images
                 variants[(key, precision)] = layer_step(layer, args.batch, seed=1, input_gradient=not first)
                 macs[key] = forward_macs(layer)
                 labels.setdefault(key, f"{part.name}: {type(layer).__name__} -> {tuple(layer.output.shape[1:])}"
