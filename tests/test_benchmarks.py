@@ -52,6 +52,10 @@ def test_layer_profile_times_every_computing_layer_and_its_phase_decomposition_i
     assert all(value > 0 for value in median.values())
     for label in [*labels.values(), "sum of the layers", "whole train step"]:
         assert f"| {label} |" in table
+    assert "train step with the logits layer in bf16 too" in table
+    # That variant really computes the logits layer in bf16 (the loss casts its output up).
+    _, _, vae = layer_profile.model_step("keras_io", "mixed_bfloat16", 4, seed=0, bf16_logits=True)
+    assert vae.decoder.get_layer("logits").compute_dtype == "bfloat16"
 
 
 def test_eval_speed_times_every_variant_and_the_scorer_matches_repeated_images(trained_run, tmp_path, capsys):

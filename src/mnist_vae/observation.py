@@ -317,7 +317,9 @@ def log_likelihood(x, params, pad=PAD, likelihood="bernoulli"):
     (1, B, H, W, C) against K decodings of it (K, B, H, W, P) giving (K, B), with no copies of x.
     """
     x = crop_padding(x, pad)
-    params = crop_padding(params, pad)
+    # The sums over hundreds of pixels are float32 whatever the decoder computed in (a bf16
+    # output layer hands bf16 parameters over); cast after the crop, so only what is scored.
+    params = ops.cast(crop_padding(params, pad), "float32")
     return ops.sum(get_likelihood(likelihood).log_prob(x, params), axis=(-3, -2, -1))
 
 
