@@ -93,9 +93,7 @@ def model_step(architecture, precision, batch, seed, bf16_logits=False):
     """
     vae = models.build_vae(architecture=architecture, seed=seed, precision=precision)
     if bf16_logits:
-        for layer in vae.decoder.layers:
-            if layer.name == "logits":
-                layer.dtype_policy = precision
+        vae.decoder.get_layer("logits").dtype_policy = precision
     vae.compile(keras.optimizers.Adam(1e-3), jit_compile=False)
     images = (np.random.default_rng(seed).random((batch, 32, 32, 1)) < 0.2).astype("float32")
     vae.build_for_training()
