@@ -21,7 +21,7 @@ import numpy as np
 
 from mnist_vae.data import load_splits
 from mnist_vae.evaluate import bits_per_dim, evaluate_losses
-from mnist_vae.models import build_vae
+from mnist_vae.models import OUTPUT_LAYER, build_vae
 from mnist_vae.observation import COLOUR_32, get_likelihood
 
 CHANGES = {"lr": float, "beta": float, "free_bits": float, "components": int, "log_scale_bias": float,
@@ -53,7 +53,7 @@ def run(variant, splits, epochs=10):
         if "log_scale_bias" in changes:
             # Output channels are [mixture logits (k), locations (k c), log scales (k c), coefficients]:
             # see DiscretizedLogisticMixture.split.
-            layer = vae.decoder.get_layer("logits")
+            layer = vae.decoder.get_layer(OUTPUT_LAYER)
             values = np.zeros(layer.bias.shape, "float32")
             values[k + k * c:k + 2 * k * c] = changes["log_scale_bias"]
             layer.bias.assign(values)

@@ -33,6 +33,8 @@ def test_layer_profile_times_every_computing_layer_and_its_phase_decomposition_i
     import keras
     import numpy as np
 
+    from mnist_vae import models
+
     layer_profile = _load("layer_profile")
     # The four phase convolutions compute the transposed convolution itself (float32, odd sizes too).
     layer = keras.layers.Conv2DTranspose(5, 3, strides=2, padding="same", activation="relu")
@@ -52,10 +54,11 @@ def test_layer_profile_times_every_computing_layer_and_its_phase_decomposition_i
     assert all(value > 0 for value in median.values())
     for label in [*labels.values(), "sum of the layers", "whole train step"]:
         assert f"| {label} |" in table
-    assert "train step with the logits layer in bf16 too" in table
-    # That variant really computes the logits layer in bf16 (the loss casts its output up).
-    _, _, vae = layer_profile.model_step("keras_io", "mixed_bfloat16", 4, seed=0, bf16_logits=True)
-    assert vae.decoder.get_layer("logits").compute_dtype == "bfloat16"
+    assert "train step with the decoder's last convolution in float32" in table
+    # That variant really computes the last convolution in float32; the default step in bf16.
+    for float32_output, dtype in [(True, "float32"), (False, "bfloat16")]:
+        _, _, vae = layer_profile.model_step("keras_io", "mixed_bfloat16", 4, seed=0, float32_output=float32_output)
+        assert vae.decoder.get_layer(models.OUTPUT_LAYER).compute_dtype == dtype
 
 
 def test_eval_speed_times_every_variant_and_the_scorer_matches_repeated_images(trained_run, tmp_path, capsys):

@@ -49,6 +49,7 @@ def test_exact_seed_architecture():
         ("Dense", 8 * 8 * 64, None, "relu"), ("Reshape", None, None, None),
         ("Conv2DTranspose", 64, (2, 2), "relu"), ("Conv2DTranspose", 32, (2, 2), "relu"),
         ("Conv2DTranspose", 1, (1, 1), "linear"),  # logits: no sigmoid in the model
+        ("Identity", None, None, None),  # the float32 cast of the logits (models.as_float32)
     ]
     # conv 3*3*1*32+32, conv 3*3*32*64+64, dense 4096*16+16, two heads 16*2+2
     assert encoder.count_params() == 320 + 18496 + 65552 + 34 + 34
@@ -281,7 +282,8 @@ def _policies(model):
 def test_mixed_precision_computes_in_bf16_but_keeps_weights_and_outputs_float32(architecture):
     vae = models.build_vae(latent_dim=4, architecture=architecture, seed=0, precision="mixed_bfloat16")
     policies = _policies(vae)
-    assert {policies.pop(name) for name in models.FLOAT32_LAYERS if name in policies} == {"float32"}
+    kept = models.float32_layers(vae.likelihood)
+    assert {policies.pop(name) for name in kept if name in policies} == {"float32"}
     assert set(policies.values()) == {"mixed_bfloat16"}, "every other layer computes in bf16"
     assert {w.dtype for w in vae.weights} == {"float32"}, "master weights stay float32"
     x = (_batch(4) > 0.5).astype("float32")
@@ -295,6 +297,20 @@ def test_mixed_precision_computes_in_bf16_but_keeps_weights_and_outputs_float32(
     inputs = vae.decoder_inputs(z, x)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(vae.decoder(inputs)),
                                   keras.ops.convert_to_numpy(reference.decoder(inputs)))
+
+
+def test_a_bernoulli_decoder_computes_its_last_convolution_in_bf16_and_a_mixture_in_float32():
+    """Bernoulli logits tolerate bf16 (the step is faster); a logistic mixture's bin-wide locations do not."""
+    cases = [("bernoulli", (32, 32, 1), "bfloat16"), ("logistic_mixture", (32, 32, 3), "float32")]
+    for likelihood, shape, dtype in cases:
+        vae = models.build_vae(shape, latent_dim=4, architecture="conv", seed=0, precision="mixed_bfloat16",
+                               likelihood=likelihood)
+        assert vae.decoder.get_layer(models.OUTPUT_LAYER).compute_dtype == dtype, likelihood
+        z = np.random.default_rng(1).normal(size=(2, 4)).astype("float32")
+        params = vae.decoder(vae.decoder_inputs(z, np.zeros((2, *shape), "float32")))
+        assert keras.backend.standardize_dtype(params.dtype) == "float32", "decoders return float32 parameters"
+        # Without the model's likelihood nothing is assumed: the last convolution stays float32.
+        assert models.OUTPUT_LAYER in models.float32_layers(None)
 
 
 def test_switching_precision_retraces_compiled_prediction():

@@ -85,6 +85,19 @@ def build_keras_io_encoder(image_shape=(32, 32, 1), latent_dim=2, num_classes=0,
     return keras.Model(_inputs(inputs), [z_mean, z_log_var], name="encoder")
 
 
+# The factorised decoders' last convolution, which computes the distribution parameters. Under
+# mixed_bfloat16 it computes in bf16 where the observation model allows (``float32_layers``), and
+# the float32 layer "logits" after it casts its output up: decoders return float32 parameters
+# whatever the precision. (Models saved before 2026-12-03 name that convolution "logits", so it
+# stays float32 there.)
+OUTPUT_LAYER = "output_conv"
+
+
+def as_float32(params):
+    """``params`` through the float32 identity layer "logits": the decoder's output, in float32 under any precision."""
+    return layers.Identity(name="logits", dtype="float32")(params)
+
+
 def build_conv_decoder(image_shape=(32, 32, 1), latent_dim=2, out_channels=None, pad=PAD, num_classes=0):
     """The seed's decoder (the keras-io example's widths): Dense 8*8*64 -> two stride-2 transposed convolutions -> distribution parameters.
 
@@ -104,8 +117,8 @@ def build_conv_decoder(image_shape=(32, 32, 1), latent_dim=2, out_channels=None,
     h = layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu")(h)  # (b, 32, 32, 32)
     # No sigmoid: the decoder returns distribution parameters (Bernoulli logits); the
     # observation model turns them into images.
-    logits = layers.Conv2DTranspose(out_channels or channels, 3, padding="same", name="logits")(h)  # (b, 32, 32, P)
-    return keras.Model(_inputs(inputs), logits, name="decoder")
+    params = layers.Conv2DTranspose(out_channels or channels, 3, padding="same", name=OUTPUT_LAYER)(h)  # (b, 32, 32, P)
+    return keras.Model(_inputs(inputs), as_float32(params), name="decoder")
 
 
 def build_conv_encoder(image_shape=(32, 32, 1), latent_dim=2, num_classes=0):
@@ -195,8 +208,8 @@ def build_resnet_decoder(image_shape=(32, 32, 1), latent_dim=32, out_channels=No
     inputs = [z]
     out_channels = out_channels or image_shape[-1]
     features = _resnet_features(_with_label(z, num_classes, inputs), image_shape)
-    logits = layers.Conv2D(out_channels, 3, padding="same", name="logits")(features)
-    return keras.Model(_inputs(inputs), logits, name="decoder")
+    params = layers.Conv2D(out_channels, 3, padding="same", name=OUTPUT_LAYER)(features)
+    return keras.Model(_inputs(inputs), as_float32(params), name="decoder")
 
 
 def build_pixel_head(feature_shape, channels=1, filters=32, layers_b=2):
@@ -333,9 +346,25 @@ RENAMED_ARCHITECTURES = {"seed": "keras_io"}
 
 # Compute precisions by name (Keras dtype policies). Weights and optimizer state are float32 in both.
 PRECISIONS = ("float32", "mixed_bfloat16")
-# Layers kept in float32 whatever the precision: the posterior's parameters and the logits feed
-# the loss's sums over latents and 784 pixels, which bf16's 8-bit mantissa would round coarsely.
+# Layers kept in float32 whatever the precision: the posterior's parameters and the decoder's
+# output feed the loss's sums over latents and 784 pixels, which bf16's 8-bit mantissa would
+# round coarsely. "logits" is the float32 cast after a factorised decoder's last convolution
+# (the convolution itself in models saved before it existed).
 FLOAT32_LAYERS = frozenset({"z_mean", "z_log_var", "logits", "head_logits"})
+
+
+def float32_layers(likelihood=None):
+    """The layer names kept in float32 for a model of ``likelihood`` (name; None: assume nothing).
+
+    A Bernoulli logit tolerates bf16's rounding (2**-8 relative; seed 0 of the default recipe ended
+    0.19 nats from float32's test loss, BENCHMARKS.md), and its convolution in bf16 made the bf16
+    train step 1.13x faster on an AVX512_BF16 CPU; a logistic
+    mixture's locations resolve bins 2/255 wide, so its last convolution stays float32
+    (``bf16_parameters`` of the observation model).
+    """
+    if likelihood is not None and get_likelihood(likelihood).bf16_parameters:
+        return FLOAT32_LAYERS
+    return FLOAT32_LAYERS | {OUTPUT_LAYER}
 
 
 def set_precision(model, precision):
@@ -346,12 +375,13 @@ def set_precision(model, precision):
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
+    keep = float32_layers(getattr(model, "likelihood", None))
     for layer in _inner_layers(model):
         # Sub-models and the input/sampling layers pass float32 tensors through unchanged;
         # only layers that compute get the mixed policy (each casts its own inputs).
         if isinstance(layer, (keras.Model, layers.InputLayer, Sampling)):
             continue
-        layer.dtype_policy = "float32" if layer.name in FLOAT32_LAYERS else precision
+        layer.dtype_policy = "float32" if layer.name in keep else precision
     # Compiled predict and test functions keep the policies they were traced with (the plots after
     # a bf16 training would be drawn in bf16): make them anew, traced on their next call.
     for sub in [model, *(layer for layer in _inner_layers(model) if isinstance(layer, keras.Model))]:

@@ -109,6 +109,7 @@ class Bernoulli:
     name = "bernoulli"
     autoregressive = False  # the decoder reads z (and a label), not the image
     binarize = ("none", "dynamic")  # the --binarize protocols it can be trained on
+    bf16_parameters = True  # a bf16 logit is precise enough: under mixed_bfloat16 the output layer computes in bf16
     fix = ""  # what to do where it does not fit the data
 
     def parameter_channels(self, channels):
@@ -171,6 +172,7 @@ class DiscretizedLogisticMixture:
     name = "logistic_mixture"
     autoregressive = False
     binarize = ("none",)
+    bf16_parameters = False  # locations must resolve bins 2/255 wide: the output layer stays float32
     fix = "models 8-bit levels; drop --binarize dynamic"
     components = 5
     min_log_scale = -7.0  # the narrowest bin-resolving logistic; keeps exp(-log_scale) finite
