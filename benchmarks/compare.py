@@ -232,14 +232,30 @@ def main(argv=None):
     print(f"{len(x)} images per epoch, batch {BATCH}, {args.repeats} interleaved epochs per row; "
           f"{flops['keras_io'] / 1e6:.1f} MFLOP per training image of the keras_io layout; matmul peak here {peaks['float32']:.0f} GFLOP/s float32, "
           f"{peaks['mixed_bfloat16']:.0f} bf16\n")
-    print("| row | best img/s | median img/s | median vs keras-io | median GFLOP/s | % of its precision's matmul peak |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| row | best img/s | median img/s | median vs keras-io | median of round ratios | median GFLOP/s "
+          "| % of its precision's matmul peak |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, values in rates.items():
         median = statistics.median(values)
         gflops = median * flops[layout[name]] / 1e9
         print(f"| {name} | {max(values):,.0f} | {median:,.0f} | {median / statistics.median(base):.2f}x | "
+              f"{statistics.median(round_ratios(values, base)):.2f}x | "
               f"{gflops:.0f} | {100 * gflops / peaks[precision[name]]:.0f}% ({precision[name]}) |")
+    # Every epoch, so a reader can see the VM's phases: the rows of one round ran back to back.
+    print("\n| round | " + " | ".join(f"row {i + 1}" for i in range(len(rates))) + " |")
+    print("| ---: |" + " ---: |" * len(rates))
+    for i, round_rates in enumerate(zip(*rates.values())):
+        print(f"| {i + 1} | " + " | ".join(f"{rate:,.0f}" for rate in round_rates) + " |")
     return rates, flops
+
+
+def round_ratios(values, base):
+    """Each round's images/s over the reference's in the same round.
+
+    The rows of a round ran within a minute of each other, so a ratio inside a round sees one phase
+    of this VM's speed; the median of these is steadier than a ratio of medians taken across phases.
+    """
+    return [value / reference for value, reference in zip(values, base)]
 
 
 if __name__ == "__main__":

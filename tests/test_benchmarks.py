@@ -27,6 +27,9 @@ def test_compare_counts_the_seed_models_flops_and_prints_every_row(capsys):
     assert len(rates) == 4 and all(len(v) == 1 and v[0] > 0 for v in rates.values())
     for name in rates:
         assert f"| {name} |" in table
+    assert "| 1 | " in table  # the per-round table
+    # A round's ratio pairs the row's epoch with the reference's epoch of the same round.
+    assert compare.round_ratios([200.0, 300.0], [100.0, 300.0]) == [2.0, 1.0]
 
 
 def test_layer_profile_times_every_computing_layer_and_its_phase_decomposition_is_the_layer(capsys):
