@@ -15,7 +15,9 @@ epoch (this VM's speed drifts ~1.6x between phases, so only an interleaved compa
 Each row also as achieved FLOP/s: the model's training FLOPs per image (3x the forward
 multiply-adds of its convolutions and dense layers, 2 FLOPs each) times images/s, against this
 machine's float32 and bf16 matmul peak measured here with TensorFlow (2048x2048 products).
-TensorFlow backend. Prints a Markdown table; medians and bests, ratios against the keras-io row.
+TensorFlow backend. Prints a Markdown table; medians and bests, ratios against the keras-io row (of
+the medians, and the median of each round's own ratio, which pairs epochs that ran close together in
+time), then every round's images/s.
 """
 
 import argparse
@@ -252,8 +254,9 @@ def main(argv=None):
 def round_ratios(values, base):
     """Each round's images/s over the reference's in the same round.
 
-    The rows of a round ran within a minute of each other, so a ratio inside a round sees one phase
-    of this VM's speed; the median of these is steadier than a ratio of medians taken across phases.
+    The rows of a round ran within a minute of each other, so a ratio inside a round pairs epochs
+    that were more likely in the same phase of this VM's speed than epochs of different rounds are
+    (the phases can still change between two epochs; the per-round table shows when they did).
     """
     return [value / reference for value, reference in zip(values, base)]
 
