@@ -55,7 +55,7 @@ def main():
     x = data.load_splits("mnist", limit=args.images).train.images
     shape = x.shape[1:]
     spe = largest_divisor(math.ceil(len(x) / 128), Config().steps_per_execution)
-    ours = dict(x=data.ImageBatches(x, 128, shuffle=True), shuffle=False)
+    ours = dict(x=data.keras_input(data.ImageBatches(x, 128, shuffle=True)), shuffle=False)  # as `vae train` feeds fit
     rows = [
         ("keras-io GradientTape, numpy arrays (baseline)",
          lambda: keras_io_baseline(shape), dict(x=x, batch_size=128, shuffle=True), 1),

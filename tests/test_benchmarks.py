@@ -24,7 +24,7 @@ def test_compare_counts_the_seed_models_flops_and_prints_every_row(capsys):
     assert compare.train_flops_per_image(models.build_keras_io_encoder(), models.build_conv_decoder()) == 6 * macs
     rates, _ = compare.main(["--images", "256", "--repeats", "1", "--no-torch"])
     table = capsys.readouterr().out
-    assert len(rates) == 4 and all(len(v) == 1 and v[0] > 0 for v in rates.values())
+    assert len(rates) == 5 and all(len(v) == 1 and v[0] > 0 for v in rates.values())
     for name in rates:
         assert f"| {name} |" in table
     assert "| 1 | " in table  # the per-round table
@@ -209,3 +209,13 @@ def test_explorer_latency_times_pointer_moves_in_chromium(tmp_path, trained_run,
     assert [r["moves"] for r in rows] == [8] * len(paths)
     assert all(0 < r["median_ms"] <= r["max_ms"] for r in rows)
     assert "| server: vae serve, /api/decode |" in capsys.readouterr().out
+
+
+def test_epoch_stalls_times_every_epoch_of_every_row(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # it imports compare.py, as when run as a script
+    seconds = _load("epoch_stalls").main(["--images", "256", "--epochs", "2", "--rounds", "1"])
+    table = capsys.readouterr().out
+    assert len(seconds) == 4
+    for name, fits in seconds.items():
+        assert len(fits) == 1 and len(fits[0]) == 2 and all(s > 0 for s in fits[0])
+        assert f"| {name} |" in table

@@ -285,3 +285,31 @@ def test_sharded_batches_put_together_are_the_whole_batches():
                 np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), full[key])
     with pytest.raises(ValueError, match="does not split over 3 processes"):
         data.ImageBatches(images, batch_size=20, shard=(0, 3))[0]
+
+
+def test_keras_input_is_the_same_batches_in_order_without_the_autotuner():
+    # On TensorFlow fit gets a tf.data pipeline built from the batches (data.keras_input): each
+    # pass over it must be the next epoch of ImageBatches, labels included, and tf.data's
+    # autotuner must be off (its thread held the end of epochs for seconds; see keras_input).
+    import keras
+
+    rng = np.random.default_rng(0)
+    images = rng.random((10, 4, 4, 1)).astype("float32")
+    labels = np.eye(3, dtype="float32")[rng.integers(0, 3, 10)]
+    kwargs = dict(batch_size=4, shuffle=True, seed=3, binarize=True, labels=labels)
+    pipeline = data.keras_input(data.ImageBatches(images, **kwargs))
+    if keras.backend.backend() != "tensorflow":
+        assert isinstance(pipeline, data.ImageBatches)
+        return
+    assert pipeline.options().autotune.enabled is False
+    assert int(pipeline.cardinality()) == 3
+    expected = data.ImageBatches(images, **kwargs)
+    for _ in range(2):  # two epochs: a new iterator starts the next one
+        got = [{key: value.numpy() for key, value in batch.items()} for batch in pipeline]
+        want = [expected[i] for i in range(len(expected))]
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            for key in ("images", "labels"):
+                np.testing.assert_array_equal(g[key], w[key])
+    plain = data.keras_input(data.ImageBatches(images, batch_size=4))
+    np.testing.assert_array_equal(np.concatenate([b.numpy() for b in plain]), images)

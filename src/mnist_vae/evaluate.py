@@ -19,7 +19,7 @@ import numpy as np
 from keras import ops
 
 from mnist_vae import inference, losses
-from mnist_vae.data import ImageBatches, one_hot
+from mnist_vae.data import ImageBatches, keras_input, one_hot
 from mnist_vae.models import AutoregressiveScorer
 
 
@@ -35,7 +35,7 @@ def evaluate_losses(vae, images, batch_size=128, labels=None):
     in float64 here rather than in a float32 metric.
     """
     conditioning = one_hot(labels, vae.num_classes) if vae.conditional else None
-    terms = LossTerms(vae).predict(ImageBatches(images, batch_size, labels=conditioning), verbose=0)
+    terms = LossTerms(vae).predict(keras_input(ImageBatches(images, batch_size, labels=conditioning)), verbose=0)
     return {name: float(np.asarray(terms[name], np.float64).sum()) / len(images)
             for name in ("loss", "reconstruction_loss", "kl_loss")}
 

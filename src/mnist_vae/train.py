@@ -12,7 +12,7 @@ import numpy as np
 from mnist_vae import callbacks as cbs
 from mnist_vae import distribute, report
 from mnist_vae.config import UNPINNED, Config
-from mnist_vae.data import ImageBatches, held_out_images, load_splits, one_hot
+from mnist_vae.data import ImageBatches, held_out_images, keras_input, load_splits, one_hot
 from mnist_vae.errors import UserError
 from mnist_vae.evaluate import evaluate_losses
 from mnist_vae.models import build_vae, set_precision
@@ -192,7 +192,7 @@ def _train_locked(run, config, resume, data_dir, verbose, callbacks, cluster):
     start = time.perf_counter()
     with cluster.fit_scope():
         history = vae.fit(
-            train_batches, validation_data=val_batches, epochs=config.epochs,
+            keras_input(train_batches), validation_data=keras_input(val_batches), epochs=config.epochs,
             callbacks=callback_list, verbose=verbose,
             # ImageBatches shuffles by (seed, epoch). Keras' own shuffle would permute the batch
             # indices with NumPy's global RNG, which a resumed process cannot reproduce.
