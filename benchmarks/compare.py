@@ -3,7 +3,8 @@
     python benchmarks/compare.py [--images 16384] [--repeats 5]
 
 Rows, each timed over one epoch of the same images, taking turns epoch by epoch after a warm-up
-epoch (this VM's speed drifts ~1.6x between phases, so only an interleaved comparison is fair):
+epoch (so that whatever slows the machine for a while, another process or the VM, falls on every row;
+the ~1.5x slow epochs seen until 2026-12-05 were tf.data's autotuner, see ``data.keras_input``):
 
 - this package's ``fit`` with ``--precision auto`` (the default) and with float32;
 - a keras-io-style reference: a subclassed ``keras.Model`` with a ``tf.GradientTape`` train step,
@@ -41,6 +42,8 @@ from mnist_vae.config import Config  # noqa: E402
 from mnist_vae.train import largest_divisor, resolve_precision  # noqa: E402
 
 BATCH = 128
+# The row of the reference fed as this package feeds itself: its train step alone (see rows()).
+STEP_ALONE = "keras-io-style reference, input without tf.data's autotuner"
 
 
 def keras_io_reference(image_shape, latent_dim=2, on_probabilities=True):
@@ -192,9 +195,7 @@ def rows(x, include_torch=True):
         # The same reference fed as this package feeds itself: its compute alone, without the
         # autotuner's stalls at the end of an epoch (see data.keras_input), so a reader can tell
         # how much of the ratio is the input pipeline and how much the train step.
-        ("keras-io-style reference, input without tf.data's autotuner", "float32",
-         lambda: KerasRunner(keras_io_reference(shape), dict(x=data.keras_input(data.ImageBatches(x, BATCH, shuffle=True)),
-                                                             shuffle=False), 1), "keras_io"),
+        (STEP_ALONE, "float32", lambda: KerasRunner(keras_io_reference(shape), ours, 1), "keras_io"),
         (f"mnist-vae fit, keras_io layout, default precision (auto = {auto})", auto,
          lambda: KerasRunner(models.build_vae(shape, seed=0, precision=auto), ours, spe), "keras_io"),
         ("mnist-vae fit, float32", "float32",
@@ -243,7 +244,7 @@ def main(argv=None):
     peaks = {"float32": matmul_peak("float32"), "mixed_bfloat16": matmul_peak("bfloat16")}
     base = next(iter(rates.values()))
     # The reference's train step alone (its input without the autotuner), where that row ran.
-    compute = rates.get("keras-io-style reference, input without tf.data's autotuner", base)
+    compute = rates.get(STEP_ALONE, base)
     print(f"{len(x)} images per epoch, batch {BATCH}, {args.repeats} interleaved epochs per row; "
           f"{flops['keras_io'] / 1e6:.1f} MFLOP per training image of the keras_io layout; matmul peak here {peaks['float32']:.0f} GFLOP/s float32, "
           f"{peaks['mixed_bfloat16']:.0f} bf16\n")
@@ -258,7 +259,7 @@ def main(argv=None):
               f"{statistics.median(round_ratios(values, base)):.2f}x | "
               f"{statistics.median(round_ratios(values, compute)):.2f}x | "
               f"{gflops:.0f} | {100 * gflops / peaks[precision[name]]:.0f}% ({precision[name]}) |")
-    # Every epoch, so a reader can see the VM's phases: the rows of one round ran back to back.
+    # Every epoch, so a reader can see slow spells: the rows of one round ran back to back.
     print("\n| round | " + " | ".join(f"row {i + 1}" for i in range(len(rates))) + " |")
     print("| ---: |" + " ---: |" * len(rates))
     for i, round_rates in enumerate(zip(*rates.values())):
