@@ -1,6 +1,6 @@
 """Where a training step's time goes, layer by layer, in float32 and mixed_bfloat16.
 
-    python benchmarks/layer_profile.py [--architecture keras_io] [--batch 128] [--repeats 7] [--calls 20]
+    python benchmarks/layer_profile.py [--architecture keras_io] [--batch 128] [--repeats 7] [--calls 20] [--ops 20]
 
 For each computing layer of the model (convolutions, transposed convolutions, dense layers), one
 forward and backward pass on a batch of random inputs of that layer's shape: the layer's output,
@@ -17,10 +17,19 @@ drifts between phases.
 TensorFlow backend only: this is about oneDNN's kernels. Prints a Markdown table: milliseconds per
 batch in each precision, bf16's speed-up, and achieved GFLOP/s (training FLOPs = 3x the forward
 multiply-adds, 2 FLOPs each).
+
+``--ops N`` adds a second table: N whole train steps per precision traced by TensorFlow's profiler,
+the kernels' time per step summed by op type (``_MklNativeConv2DBackpropFilter``, ``BiasAddGrad``,
+``Relu``...), what the layer table cannot show: the bias additions, activations and their
+gradients that run between the convolutions. TensorFlow runs independent ops side by side on
+its inter-op threads, each op on both cores, so these sums exceed the step's wall time; compare
+rows and precisions, not the sum with the step.
 """
 
 import argparse
+import collections
 import os
+import tempfile
 import statistics
 import sys
 import time
@@ -119,12 +128,61 @@ def seconds_per_call(step, x, calls):
     return (time.perf_counter() - start) / calls
 
 
+def op_times(step, x, steps):
+    """Milliseconds per call of ``step(x)`` that TensorFlow's executor spent in each op type, over ``steps`` traced calls.
+
+    Reads the profiler's XSpace protobuf through TensorFlow's internal copy of its schema (the
+    import below); ``tests/test_benchmarks.py`` runs this, so a TensorFlow that moves it fails there.
+    """
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    seconds_per_call(step, x, 1)  # traced and warm before the profiler starts
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        try:
+            seconds_per_call(step, x, steps)
+        finally:
+            tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        space.ParseFromString(next(Path(logdir).rglob("*.xplane.pb")).read_bytes())
+    per_type = collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):  # the executor's threads; their events are "scope/op:OpType"
+                continue
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                if ":" in name and "::" not in name:  # ops, not the executor's own spans (ExecutorState::Process)
+                    per_type[name.rsplit(":", 1)[1]] += event.duration_ps / 1e9 / steps
+    return dict(per_type)
+
+
+def print_op_table(architecture, batch, steps, top=16):
+    """The ``--ops`` table: each precision's train step, traced, by op type (the ``top`` largest, the rest summed)."""
+    times = {precision: op_times(*model_step(architecture, precision, batch, seed=0)[:2], steps)
+             for precision in models.PRECISIONS}
+    f32, bf16 = models.PRECISIONS
+    ranked = sorted(set(times[f32]) | set(times[bf16]), key=lambda op: -max(times[f32].get(op, 0), times[bf16].get(op, 0)))
+    print(f"\nwhole train step by op type ({steps} traced steps per precision; ms per step, summed over the"
+          " inter-op threads, which overlap)\n")
+    print("| op type | float32 ms | bf16 ms |")
+    print("| --- | ---: | ---: |")
+    for op in ranked[:top]:
+        print(f"| {op} | {times[f32].get(op, 0):.2f} | {times[bf16].get(op, 0):.2f} |")
+    rest = [sum(t.get(op, 0) for op in ranked[top:]) for t in (times[f32], times[bf16])]
+    print(f"| {len(ranked[top:])} other op types | {rest[0]:.2f} | {rest[1]:.2f} |")
+    print(f"| all ops | {sum(times[f32].values()):.2f} | {sum(times[bf16].values()):.2f} |")
+    return times
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--architecture", default="keras_io", choices=sorted(models.ARCHITECTURES))
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--calls", type=int, default=20, help="calls per timing")
+    parser.add_argument("--ops", type=int, default=0, metavar="N",
+                        help="also trace N whole train steps per precision and print the time per op type")
     args = parser.parse_args(argv)
     if keras.backend.backend() != "tensorflow":
         raise SystemExit("layer_profile.py: run it with KERAS_BACKEND=tensorflow (it profiles oneDNN's kernels)")
@@ -178,7 +236,8 @@ def main(argv=None):
     float32_output = median[("whole train step, float32 output", bf16)]
     print(f"\nbf16 train step with the decoder's last convolution in float32: {float32_output:.2f} ms against "
           f"{step[1]:.2f} ms with it in bf16 ({float32_output / step[1]:.2f}x)")
-    return median, labels
+    ops = print_op_table(args.architecture, args.batch, args.ops) if args.ops else None
+    return median, labels, ops
 
 
 def print_row(label, flops, f32_ms, bf16_ms):

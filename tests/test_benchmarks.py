@@ -49,7 +49,7 @@ def test_layer_profile_times_every_computing_layer_and_its_phase_decomposition_i
     assert expected.shape == (3, 14, 18, 5)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
-    median, labels = layer_profile.main(["--batch", "4", "--repeats", "1", "--calls", "1"])
+    median, labels, ops = layer_profile.main(["--batch", "4", "--repeats", "1", "--calls", "1", "--ops", "1"])
     table = capsys.readouterr().out
     # keras_io: 2 convolutions, 3 dense in the encoder; 1 dense, 3 transposed convolutions in the decoder,
     # two of them stride 2 with a phase row each.
@@ -58,6 +58,13 @@ def test_layer_profile_times_every_computing_layer_and_its_phase_decomposition_i
     for label in [*labels.values(), "sum of the layers", "whole train step"]:
         assert f"| {label} |" in table
     assert "train step with the decoder's last convolution in float32" in table
+    # --ops: the traced step by op type in each precision, the filter and bias gradients among them.
+    assert set(ops) == set(models.PRECISIONS)
+    for per_type in ops.values():
+        assert any("Conv2DBackpropFilter" in op for op in per_type) and per_type["BiasAddGrad"] > 0
+        assert all(ms >= 0 for ms in per_type.values()) and "Process" not in per_type  # ops only
+    ops_table = table.split("whole train step by op type")[1]
+    assert "| all ops |" in ops_table and sum("Conv2D" in line for line in ops_table.splitlines()) >= 3
     # That variant really computes the last convolution in float32; the default step in bf16.
     for float32_output, dtype in [(True, "float32"), (False, "bfloat16")]:
         _, _, vae = layer_profile.model_step("keras_io", "mixed_bfloat16", 4, seed=0, float32_output=float32_output)
@@ -137,6 +144,12 @@ def test_time_to_quality_scores_both_recipes_every_epoch_and_reuses_the_referenc
     import json
 
     assert [r["recipe"] for r in json.loads((tmp_path / "time_to_quality.json").read_text())] == ["default", "one-epoch"]
+    # The reference fed this package's input is its own file; the rows say which reference they beat.
+    ref, (row,) = ttq.main([str(tmp_path), "--limit", "256", "--test-images", "500", "--reference-epochs", "1",
+                            "--reference-input", "keras_input", "--recipe", "--epochs 1 --batch-size 64 --test-limit 500",
+                            "--name", "against-keras-input"])
+    assert ref["input"] == row["reference_input"] == "keras_input" and len(ref["curve"]) == 1
+    assert (tmp_path / "reference-keras_input.json").exists() and reference_file.stat().st_mtime_ns == before
 
 
 def test_overheads_accounts_for_the_whole_run_and_restores_what_it_wrapped(tmp_path, capsys):
