@@ -1,6 +1,7 @@
 """The benchmark scripts run (tiny settings) and count what they say they count."""
 
 import importlib.util
+import json
 
 import pytest
 
@@ -96,7 +97,6 @@ def test_eval_speed_times_every_variant_and_the_scorer_matches_repeated_images(t
 @pytest.mark.slow
 def test_the_gpu_script_trains_and_evaluates_on_the_torch_backend(tmp_path):
     """On the CPU with a tiny setting: the script a GPU machine runs (issue 10 item 5)."""
-    import json
     import os
     import subprocess
     import sys
@@ -141,15 +141,33 @@ def test_time_to_quality_scores_both_recipes_every_epoch_and_reuses_the_referenc
     before = reference_file.stat().st_mtime_ns
     ttq.main([*args[:-2], "--recipe", "--epochs 1 --batch-size 64 --test-limit 500", "--name", "one-epoch"])
     assert reference_file.stat().st_mtime_ns == before
-    import json
-
     assert [r["recipe"] for r in json.loads((tmp_path / "time_to_quality.json").read_text())] == ["default", "one-epoch"]
     # The reference fed this package's input is its own file; the rows say which reference they beat.
     ref, (row,) = ttq.main([str(tmp_path), "--limit", "256", "--test-images", "500", "--reference-epochs", "1",
                             "--reference-input", "keras_input", "--recipe", "--epochs 1 --batch-size 64 --test-limit 500",
                             "--name", "against-keras-input"])
     assert ref["input"] == row["reference_input"] == "keras_input" and len(ref["curve"]) == 1
-    assert (tmp_path / "reference-keras_input.json").exists() and reference_file.stat().st_mtime_ns == before
+    keras_input_file = tmp_path / "reference-keras_input.json"
+    assert keras_input_file.exists() and reference_file.stat().st_mtime_ns == before
+    # Both references at once: one training of the recipe, compared with each saved reference.
+    saved = {feed: json.loads(f.read_text()) for feed, f in (("numpy", reference_file), ("keras_input", keras_input_file))}
+    before_keras_input = keras_input_file.stat().st_mtime_ns
+    capsys.readouterr()
+    ref, (row,) = ttq.main([str(tmp_path), "--limit", "256", "--test-images", "500", "--reference-input", "keras_input",
+                            "numpy", "--recipe", "--epochs 1 --batch-size 64 --test-limit 500", "--name", "both"])
+    assert ref == saved["keras_input"] and row["reference_input"] == "keras_input"
+    assert keras_input_file.stat().st_mtime_ns == before_keras_input and reference_file.stat().st_mtime_ns == before
+    assert list(row["against"]) == ["keras_input", "numpy"]
+    for feed, result in row["against"].items():
+        seconds, target = saved[feed]["curve"][-1]
+        assert result["target"] == target and result["reference_seconds"] == seconds
+        assert result["reached_at"] == ttq.first_reaching(row["curve"], target)
+        assert result["speed_up"] == (seconds / result["reached_at"] if result["reached_at"] else None)
+    assert (row["reached_reference_at"], row["speed_up"]) == (row["against"]["keras_input"]["reached_at"],
+                                                              row["against"]["keras_input"]["speed_up"])
+    printed = capsys.readouterr().out
+    assert "reaches the keras_input reference's value at" in printed and "reaches the numpy reference's value at" in printed
+    assert printed.count("| both | 0 |") == 1
 
 
 def test_overheads_accounts_for_the_whole_run_and_restores_what_it_wrapped(tmp_path, capsys):
@@ -232,3 +250,51 @@ def test_epoch_stalls_times_every_epoch_of_every_row(capsys, monkeypatch):
     for name, fits in seconds.items():
         assert len(fits) == 1 and len(fits[0]) == 2 and all(s > 0 for s in fits[0])
         assert f"| {name} |" in table
+
+
+def test_this_cpu_runs_every_step_once_and_retrains_a_cut_off_seed_in_a_fresh_folder(tmp_path):
+    """benchmarks/this_cpu.sh's bookkeeping, with a stand-in ``python`` that records its calls (no training)."""
+    import os
+    import subprocess
+
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls.txt"
+    bin_dir.mkdir()
+    fake = bin_dir / "python"
+    # The stand-in makes the folders the real scripts would: a seed's run folder, overheads' OUT_DIR.
+    fake.write_text(f"""#!/usr/bin/env bash
+echo "$(basename "$1") ${{*:2}}" >> {calls}
+case "$1" in
+  *time_to_quality.py) mkdir -p "$2/$6-seed$4" ;;
+  *overheads.py) mkdir -p "$2" ;;
+  *) [ -n "${{FAIL_ON:-}}" ] && [[ "$1" == *"$FAIL_ON"* ]] && exit 1 ;;
+esac
+exit 0
+""")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    out = tmp_path / "out"
+
+    def run(**extra):
+        result = subprocess.run(["bash", str(REPO / "benchmarks" / "this_cpu.sh"), str(out), "3 5"],
+                                env={**env, **extra}, capture_output=True, text=True)
+        lines = calls.read_text().splitlines() if calls.exists() else []
+        calls.unlink(missing_ok=True)
+        return result, lines
+
+    result, lines = run(FAIL_ON="epoch_stalls")  # cut off after the trainings
+    assert result.returncode != 0
+    assert [line.split()[0] for line in lines] == ["compare.py", "time_to_quality.py", "time_to_quality.py", "epoch_stalls.py"]
+    assert "--seeds 3 --name default-try1 --reference-input numpy keras_input" in lines[1]
+    assert "--seeds 5 --name default-try1" in lines[2]
+    assert "model name" in (out / "cpu.txt").read_text() or "flags:" in (out / "cpu.txt").read_text()
+    # Seed 5's training is cut off too: its folder stays, and the next call trains it in a fresh one.
+    (out / "time_to_quality-seed5.done").unlink()
+    result, lines = run()
+    assert result.returncode == 0, result.stderr
+    assert [line.split()[0] for line in lines] == ["time_to_quality.py", "epoch_stalls.py", "eval_speed.py", "overheads.py"]
+    assert "--seeds 5 --name default-try2" in lines[0] and (out / "ttq" / "default-try1-seed5").is_dir()
+    assert lines[2].split()[1] == str(out / "ttq" / "default-try1-seed3")  # the first seed's model
+    assert lines[3].split()[1] == str(out / "overheads-try1")
+    # Everything done: a third call runs nothing.
+    result, lines = run()
+    assert result.returncode == 0 and lines == [] and "all done" in result.stdout
