@@ -16,7 +16,7 @@
 # 5. eval_speed.log: K=1000 on 200 test images in float32 and bf16, on the first seed's model;
 # 6. overheads.log: what runs around the training steps, projected to 30 epochs.
 #
-# A step whose log ends in success leaves OUT/STEP.done and is skipped by a later call, so a
+# A step whose command succeeds leaves OUT/STEP.done and is skipped by a later call, so a
 # session that is cut off goes on where it stopped. A training that was cut off cannot be timed
 # on from where it stopped: its seed starts again, in a fresh folder (OUT/ttq/default-tryN-seedS).
 set -euo pipefail
@@ -48,7 +48,6 @@ try_number() {  # try_number PREFIX [SUFFIX]: the first N for which no earlier c
 
 step compare python "$here/compare.py" --repeats 9
 for seed in $seeds; do
-  [ -f "$out/time_to_quality-seed$seed.done" ] && { echo "time_to_quality-seed$seed: done before, skipped"; continue; }
   name=default-try$(try_number "$out/ttq/default" "-seed$seed")  # time_to_quality.py trains into OUT/ttq/NAME-seedS
   step "time_to_quality-seed$seed" python "$here/time_to_quality.py" "$out/ttq" --seeds "$seed" --name "$name" \
     --reference-input numpy keras_input
@@ -57,5 +56,5 @@ step epoch_stalls python "$here/epoch_stalls.py"
 first=${seeds%% *}
 run=$(ls -d "$out"/ttq/default-try*-seed"$first" | sort -V | tail -n 1)
 step eval_speed python "$here/eval_speed.py" "$run" --images 200 --k 1000 --repeats 1
-[ -f "$out/overheads.done" ] || step overheads python "$here/overheads.py" "$out/overheads-try$(try_number "$out/overheads")" --epochs 3
+step overheads python "$here/overheads.py" "$out/overheads-try$(try_number "$out/overheads")" --epochs 3
 echo "all done: $(date -u +%H:%M:%S)"
