@@ -286,7 +286,7 @@ exit 0
     assert [line.split()[0] for line in lines] == ["compare.py", "time_to_quality.py", "time_to_quality.py", "epoch_stalls.py"]
     assert "--seeds 3 --name default-try1 --reference-input numpy keras_input" in lines[1]
     assert "--seeds 5 --name default-try1" in lines[2]
-    assert "flags:" in (out / "cpu.txt").read_text()
+    assert "flags:" in (out / "cpu.txt").read_text() and "family/model:" in (out / "cpu.txt").read_text()
     # Seed 5's training is cut off too: its folder stays, and the next call trains it in a fresh one.
     (out / "time_to_quality-seed5.done").unlink()
     result, lines = run()
