@@ -16,6 +16,9 @@
 # 5. eval_speed.log: K=1000 on 200 test images in float32 and bf16, on the first seed's model;
 # 6. overheads.log: what runs around the training steps, projected to 30 epochs.
 #
+# `ONEDNN_MAX_CPU_ISA=AVX2 bash benchmarks/this_cpu.sh OUT`: the same rows with oneDNN's AVX2
+# kernels on an AVX-512 CPU (float32, as `auto` picks there), a proxy for an AVX2-only CPU.
+#
 # A step whose command succeeds leaves OUT/STEP.done and is skipped by a later call, so a
 # session that is cut off goes on where it stopped. A training that was cut off cannot be timed
 # on from where it stopped: its seed starts again, in a fresh folder (OUT/ttq/default-tryN-seedS).
@@ -25,14 +28,24 @@ seeds=${2:-0 1 2}
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
 
-{
+describe_cpu() {
   grep -m1 'model name' /proc/cpuinfo || true
   # The family and model tell apart CPU generations that share the model name and these flags
   # (these VMs show "AMD EPYC" for all of them; family 26 model 2 trained twice as fast as an earlier one).
   echo "family/model: $(grep -m1 '^cpu family' /proc/cpuinfo | cut -d: -f2 | tr -d ' ')/$(grep -m1 '^model[[:space:]]' /proc/cpuinfo | cut -d: -f2 | tr -d ' ')"
   echo "flags: $(grep -m1 -o -w 'avx2\|avx512f\|avx512_bf16\|avx512_vnni\|avx512_vp2intersect\|avx_vnni\|amx_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')"
   echo "cores: $(nproc)"
-} > "$out/cpu.txt"
+  # A cap makes oneDNN pick the kernels of an older instruction set on this CPU (and `auto` then
+  # trains in float32 where the cap is below bf16): ONEDNN_MAX_CPU_ISA=AVX2 shows an AVX2-only
+  # CPU's kernel choice, not its speed.
+  echo "oneDNN ISA cap: ${ONEDNN_MAX_CPU_ISA:-${DNNL_MAX_CPU_ISA:-none}}"
+}
+# Rows of two CPUs (or caps) must not mix in one OUT: a later call on another kind of machine stops.
+if [ -f "$out/cpu.txt" ] && ! describe_cpu | cmp -s - "$out/cpu.txt"; then
+  echo "this_cpu.sh: $out holds the rows of another CPU or oneDNN cap ($out/cpu.txt); give a new OUT" >&2
+  exit 2
+fi
+describe_cpu > "$out/cpu.txt"
 cat "$out/cpu.txt"
 
 step() {  # step NAME COMMAND...: run COMMAND into OUT/NAME.log unless OUT/NAME.done says it ran

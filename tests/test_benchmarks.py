@@ -298,3 +298,15 @@ exit 0
     # Everything done: a third call runs nothing.
     result, lines = run()
     assert result.returncode == 0 and lines == [] and "all done" in result.stdout
+    assert "oneDNN ISA cap: none" in (out / "cpu.txt").read_text()
+    # Another CPU, or a oneDNN cap (a proxy for one), must not add its rows to these.
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    result, lines = run(ONEDNN_MAX_CPU_ISA="AVX2")
+    assert result.returncode == 2 and lines == []
+    assert result.stderr.strip() == (f"this_cpu.sh: {out} holds the rows of another CPU or oneDNN cap "
+                                     f"({out}/cpu.txt); give a new OUT")
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+    capped = tmp_path / "capped"
+    subprocess.run(["bash", str(REPO / "benchmarks" / "this_cpu.sh"), str(capped), "3"],
+                   env={**env, "ONEDNN_MAX_CPU_ISA": "AVX2"}, capture_output=True, text=True, check=True)
+    assert "oneDNN ISA cap: AVX2" in (capped / "cpu.txt").read_text()

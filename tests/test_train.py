@@ -303,6 +303,68 @@ def test_auto_precision_picks_bf16_only_on_tensorflow_with_native_bf16(tmp_path)
         assert resolve_precision(explicit, without) == explicit
 
 
+def test_onednn_turned_off_or_capped_below_bf16_is_not_native_bf16(tmp_path):
+    from mnist_vae.train import check_precision_runs, cpu_has_native_bf16, emulated_bf16_warning, resolve_precision
+
+    with_bf16 = tmp_path / "cpuinfo"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 fma\n")
+    for environ in ({}, {"ONEDNN_MAX_CPU_ISA": "ALL"}, {"ONEDNN_MAX_CPU_ISA": "avx512_core_bf16"},
+                    {"DNNL_MAX_CPU_ISA": "AVX512_CORE_AMX"}, {"TF_ENABLE_ONEDNN_OPTS": "1"}):
+        assert cpu_has_native_bf16(with_bf16, environ), environ
+        check_precision_runs("mixed_bfloat16", with_bf16, environ)
+    tensorflow = keras.backend.backend() == "tensorflow"
+    # Capped (the new name, its old one, any case) or turned off: auto means float32, explicit bf16 warns.
+    for environ in ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, {"ONEDNN_MAX_CPU_ISA": " avx512_core "},
+                    {"DNNL_MAX_CPU_ISA": "AVX2_VNNI"}, {"TF_ENABLE_ONEDNN_OPTS": "0"},
+                    {"TF_ENABLE_ONEDNN_OPTS": "False"}):
+        assert not cpu_has_native_bf16(with_bf16, environ), environ
+        assert resolve_precision("auto", with_bf16, environ) == "float32"
+        assert resolve_precision("mixed_bfloat16", with_bf16, environ) == "mixed_bfloat16"
+        assert emulated_bf16_warning("mixed_bfloat16", with_bf16, environ) is not None
+        check_precision_runs("float32", with_bf16, environ)
+    if tensorflow:  # the warning names what makes it slow here: not the CPU
+        assert "TF_ENABLE_ONEDNN_OPTS=0 runs TensorFlow's generic kernels" in emulated_bf16_warning(
+            "mixed_bfloat16", with_bf16, {"TF_ENABLE_ONEDNN_OPTS": "0"})
+    # Where TensorFlow would still ask oneDNN for bf16 kernels (the CPU has the flags) and oneDNN is
+    # capped below them, bf16 cannot run at all (next test): refused in one line.
+    if tensorflow:
+        with pytest.raises(UserError, match="--precision mixed_bfloat16 cannot run with ONEDNN_MAX_CPU_ISA=AVX2: .*"
+                                            "unset it, or use --precision float32"):
+            check_precision_runs("mixed_bfloat16", with_bf16, {"ONEDNN_MAX_CPU_ISA": "avx2"})
+    # ... but not with oneDNN off (generic kernels, emulated) or on a CPU without the flags (the same).
+    check_precision_runs("mixed_bfloat16", with_bf16, {"ONEDNN_MAX_CPU_ISA": "AVX2", "TF_ENABLE_ONEDNN_OPTS": "0"})
+    without = tmp_path / "cpuinfo-avx2"
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    check_precision_runs("mixed_bfloat16", without, {"ONEDNN_MAX_CPU_ISA": "AVX2"})
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's oneDNN kernels")
+@pytest.mark.skipif(not __import__("mnist_vae.train").train.cpu_has_native_bf16(environ={}),
+                    reason="needs a CPU with bf16 flags, where TensorFlow asks oneDNN for bf16 kernels")
+def test_a_onednn_cap_below_bf16_refuses_explicit_bf16_and_auto_trains_in_float32(tmp_path):
+    # Why the refusal: TensorFlow (2.21) asks oneDNN for bf16 kernels from the CPU's flags, and under
+    # the cap oneDNN will not build them. If this starts to run, TensorFlow has learned to fall
+    # back, and check_precision_runs should warn instead of refusing.
+    cap = {"ONEDNN_MAX_CPU_ISA": "AVX2", "TF_ENABLE_ONEDNN_OPTS": "1"}
+    probe = subprocess.run([sys.executable, "-c", "import tensorflow as tf; x = tf.zeros((1, 8, 8, 1), tf.bfloat16); "
+                            "print(tf.nn.conv2d(x, tf.zeros((3, 3, 1, 4), tf.bfloat16), 1, 'SAME').shape)"],
+                           env={**os.environ, **cap}, capture_output=True, text=True, timeout=300)
+    assert probe.returncode != 0 and "could not create a primitive descriptor" in probe.stderr, probe.stdout
+
+    common = ("--limit", "256", "--epochs", "1", "--validation-size", "500", "--batch-size", "64",
+              "--test-limit", "500", "--grid-size", "4", "--quiet")
+    refused = run_cli("train", "--out", tmp_path / "bf16", "--precision", "mixed_bfloat16", *common, env=cap)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        "vae train: error: --precision mixed_bfloat16 cannot run with ONEDNN_MAX_CPU_ISA=AVX2: oneDNN is capped below "
+        "its bf16 kernels, which TensorFlow asks for on this CPU; unset it, or use --precision float32"], refused.stderr
+    assert not (tmp_path / "bf16").exists()  # refused before the run folder was made
+
+    auto = run_cli("train", "--out", tmp_path / "auto", *common, env=cap)
+    assert auto.returncode == 0, auto.stderr
+    assert json.loads((tmp_path / "auto" / "metrics.json").read_text())["precision"] == "float32"
+
+
 def test_bf16_without_native_instructions_warns_and_a_resume_says_its_precision_changed(tmp_path, capsys,
                                                                                        monkeypatch):
     from mnist_vae import train as train_module

@@ -205,7 +205,7 @@ def run_plot(args):
 def run_evaluate(args):
     """``vae evaluate DIR``."""
     from mnist_vae.evaluate import evaluate_run, format_table, sample_quality_run
-    from mnist_vae.train import emulated_bf16_warning
+    from mnist_vae.train import check_precision_runs, emulated_bf16_warning
 
     if args.sample_quality:
         from mnist_vae.quality import format_quality
@@ -218,6 +218,7 @@ def run_evaluate(args):
     if args.classifier is not None or args.samples is not None:
         raise UserError("--classifier and --samples are read by --sample-quality; add it")
     precision = args.precision or "float32"
+    check_precision_runs(precision)
     warning = emulated_bf16_warning(precision)
     if warning:
         print(f"vae evaluate: warning: {warning}", file=sys.stderr)
