@@ -39,8 +39,7 @@ import numpy as np  # noqa: E402
 
 from mnist_vae import data, models  # noqa: E402
 from mnist_vae.config import Config  # noqa: E402
-from mnist_vae.errors import UserError  # noqa: E402
-from mnist_vae.train import check_precision_runs, largest_divisor, resolve_precision  # noqa: E402
+from mnist_vae.train import largest_divisor, precision_refusal, resolve_precision  # noqa: E402
 
 BATCH = 128
 # The row of the reference fed as this package feeds itself: its train step alone (see rows()).
@@ -242,12 +241,11 @@ def main(argv=None):
     flops = {arch: train_flops_per_image(models.ARCHITECTURES[arch].build_encoder(x.shape[1:]),
                                          models.ARCHITECTURES[arch].build_decoder(x.shape[1:]))
              for arch in set(layout.values())}
-    peaks = {"float32": matmul_peak("float32"), "mixed_bfloat16": float("nan")}
-    try:  # under a oneDNN cap below bf16 (ONEDNN_MAX_CPU_ISA) a bf16 product would crash; no bf16 row runs then
-        check_precision_runs("mixed_bfloat16")
-        peaks["mixed_bfloat16"] = matmul_peak("bfloat16")
-    except UserError as error:
-        print(f"no bf16 matmul peak: {error}", file=sys.stderr)
+    # Under a oneDNN cap below bf16 (ONEDNN_MAX_CPU_ISA) a bf16 product would crash; no bf16 row runs then.
+    refusal = precision_refusal("mixed_bfloat16")
+    if refusal:
+        print(f"no bf16 matmul peak: {refusal}", file=sys.stderr)
+    peaks = {"float32": matmul_peak("float32"), "mixed_bfloat16": float("nan") if refusal else matmul_peak("bfloat16")}
     base = next(iter(rates.values()))
     # The reference's train step alone (its input without the autotuner), where that row ran.
     compute = rates.get(STEP_ALONE, base)

@@ -20,9 +20,8 @@ import numpy as np
 
 from mnist_vae import evaluate  # before Keras: the package imports it with TensorFlow's start-up notices muted
 from mnist_vae.data import held_out_images, load_splits
-from mnist_vae.errors import UserError
 from mnist_vae.rundir import RunDir, load_inference_model
-from mnist_vae.train import check_precision_runs
+from mnist_vae.train import precision_refusal
 
 from keras import ops  # noqa: E402, I001
 
@@ -42,11 +41,11 @@ def variants(run):
     """name -> (vae, scorer or None) for one run."""
     full = load_inference_model(run, "float32")
     found = {"float32": (full, None)}
-    try:  # under a oneDNN cap below bf16 (ONEDNN_MAX_CPU_ISA) bf16 cannot run here
-        check_precision_runs("mixed_bfloat16")
+    refusal = precision_refusal("mixed_bfloat16")  # under a oneDNN cap below bf16 (ONEDNN_MAX_CPU_ISA)
+    if refusal:
+        print(f"no mixed_bfloat16 row: {refusal}", file=sys.stderr)
+    else:
         found["mixed_bfloat16"] = (load_inference_model(run, "mixed_bfloat16"), None)
-    except UserError as error:
-        print(f"no mixed_bfloat16 row: {error}", file=sys.stderr)
     if full.autoregressive:
         found["float32, repeated images"] = (load_inference_model(run, "float32"), RepeatedImages(full))
     return found

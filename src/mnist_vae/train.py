@@ -303,19 +303,28 @@ def emulated_bf16_warning(precision, cpuinfo="/proc/cpuinfo", environ=None):
             "slower than float32 on such a CPU (BENCHMARKS.md); --precision auto or float32 avoids it")
 
 
-def check_precision_runs(precision, cpuinfo="/proc/cpuinfo", environ=None):
-    """Refuse bf16 where TensorFlow would pick oneDNN's bf16 kernels that oneDNN then will not build.
+def precision_refusal(precision, cpuinfo="/proc/cpuinfo", environ=None):
+    """Why ``precision`` cannot run here, or None: bf16 where TensorFlow would pick oneDNN's bf16 kernels
+    that oneDNN then will not build.
 
     TensorFlow decides from the CPU's flags; a user's ``ONEDNN_MAX_CPU_ISA`` below AVX512_CORE_BF16
     (set, say, to see what an AVX2-only CPU's kernels do) makes oneDNN refuse those kernels, and
-    the first convolution fails with "could not create a primitive descriptor". A one-line reason
-    here, before anything is written, instead of that traceback.
+    the first convolution fails with "could not create a primitive descriptor" (a bf16 matrix
+    product crashes the process).
     """
     cap = onednn_isa_cap(environ)
     if (precision == "mixed_bfloat16" and keras.backend.backend() == "tensorflow" and not _accelerator_present()
             and _onednn_enabled(environ) and _cpu_flags(cpuinfo) & BF16_FLAGS and cap in ONEDNN_ISAS_WITHOUT_BF16):
-        raise UserError(f"--precision mixed_bfloat16 cannot run with ONEDNN_MAX_CPU_ISA={cap}: oneDNN is capped below "
-                        "its bf16 kernels, which TensorFlow asks for on this CPU; unset it, or use --precision float32")
+        return (f"--precision mixed_bfloat16 cannot run with ONEDNN_MAX_CPU_ISA={cap}: oneDNN is capped below its "
+                "bf16 kernels, which TensorFlow asks for on this CPU; unset it, or use --precision float32")
+    return None
+
+
+def check_precision_runs(precision, cpuinfo="/proc/cpuinfo", environ=None):
+    """Refuse, in one line and before anything is written, a precision that cannot run here (``precision_refusal``)."""
+    refusal = precision_refusal(precision, cpuinfo, environ)
+    if refusal:
+        raise UserError(refusal)
 
 
 def _accelerator_present():
