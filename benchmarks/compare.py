@@ -249,7 +249,7 @@ def main(argv=None):
     base = next(iter(rates.values()))
     # The reference's train step alone (its input without the autotuner), where that row ran.
     compute = rates.get(STEP_ALONE, base)
-    bf16_peak = "not measured" if math.isnan(peaks["mixed_bfloat16"]) else f"{peaks['mixed_bfloat16']:.0f}"
+    bf16_peak = "not measured" if refusal else f"{peaks['mixed_bfloat16']:.0f}"
     print(f"{len(x)} images per epoch, batch {BATCH}, {args.repeats} interleaved epochs per row; "
           f"{flops['keras_io'] / 1e6:.1f} MFLOP per training image of the keras_io layout; matmul peak here {peaks['float32']:.0f} GFLOP/s float32, "
           f"{bf16_peak} bf16\n")
