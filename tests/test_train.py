@@ -17,7 +17,7 @@ from conftest import REPO, assert_complete_run, run_cli, tiny_config
 from mnist_vae.config import Config
 from mnist_vae.errors import UserError
 from mnist_vae.rundir import RunDir, load_model
-from mnist_vae.train import train
+from mnist_vae.train import cpu_has_native_bf16, train
 
 @pytest.mark.slow
 def test_cli_train_writes_every_promised_file(tmp_path):
@@ -304,7 +304,7 @@ def test_auto_precision_picks_bf16_only_on_tensorflow_with_native_bf16(tmp_path)
 
 
 def test_onednn_turned_off_or_capped_below_bf16_is_not_native_bf16(tmp_path):
-    from mnist_vae.train import check_precision_runs, cpu_has_native_bf16, emulated_bf16_warning, resolve_precision
+    from mnist_vae.train import check_precision_runs, emulated_bf16_warning, resolve_precision
 
     with_bf16 = tmp_path / "cpuinfo"
     with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 fma\n")
@@ -339,7 +339,7 @@ def test_onednn_turned_off_or_capped_below_bf16_is_not_native_bf16(tmp_path):
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's oneDNN kernels")
-@pytest.mark.skipif(not __import__("mnist_vae.train").train.cpu_has_native_bf16(environ={}),
+@pytest.mark.skipif(not cpu_has_native_bf16(environ={}),
                     reason="needs a CPU with bf16 flags, where TensorFlow asks oneDNN for bf16 kernels")
 def test_a_onednn_cap_below_bf16_refuses_explicit_bf16_and_auto_trains_in_float32(tmp_path):
     # Why the refusal: TensorFlow (2.21) asks oneDNN for bf16 kernels from the CPU's flags, and under
