@@ -292,7 +292,9 @@ def emulated_bf16_warning(precision, cpuinfo="/proc/cpuinfo", environ=None):
     """
     if precision != "mixed_bfloat16" or cpu_has_native_bf16(cpuinfo, environ) or _accelerator_present():
         return None
-    if _cpu_flags(cpuinfo) & BF16_FLAGS:  # the CPU has bf16; the environment keeps it from the kernels
+    if _cpu_flags(cpuinfo) & BF16_FLAGS:  # the CPU has bf16; the environment keeps it from TensorFlow's kernels
+        if keras.backend.backend() != "tensorflow":
+            return None  # these variables are TensorFlow's: nothing measured says what they do to the other backends
         if not _onednn_enabled(environ):
             return (f"mixed_bfloat16 with TF_ENABLE_ONEDNN_OPTS={_environ(environ)['TF_ENABLE_ONEDNN_OPTS']} runs "
                     "TensorFlow's generic kernels, which emulate bf16 (measured 10x slower than float32); unset it, "
