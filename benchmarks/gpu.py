@@ -11,10 +11,8 @@ without them) and the backend must be torch or jax.
 
 What it is tested with (``tests/test_benchmarks.py``): the torch backend on the CPU with
 ``--limit 256 --epochs 1 --k 4 --images 20``. A GPU machine has torch and jax, not TensorFlow or
-Keras: build wheels here (``pip wheel --no-deps -w .whl .`` for this package; ``pip download
---no-deps -d .whl keras==3.15.1`` and those of its requirements the machine lacks), carry ``.whl``,
-``pip install --no-index --no-deps --target /tmp/site .whl/*.whl`` there with
-``PYTHONPATH=/tmp/site``, then run this with ``KERAS_BACKEND=torch`` or ``jax``.
+Keras: ``benchmarks/gpu_device.sh`` fetches the wheels it lacks here and runs both presets there
+in one call (BENCHMARKS.md, "GPU").
 """
 
 import argparse

@@ -119,6 +119,41 @@ def test_the_gpu_script_trains_and_evaluates_on_the_torch_backend(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_gpu_machines_script_runs_both_presets_without_tensorflow(tmp_path):
+    """`gpu_device.sh run` as a lent GPU machine runs it (torch, no TensorFlow), tiny settings."""
+    import os
+    import subprocess
+
+    pytest.importorskip("torch")
+    # The GPU machines have no TensorFlow (nor the web server's packages): a package of each name
+    # that fails to import stands in for its absence, ahead of this machine's site-packages.
+    hidden = tmp_path / "hidden"
+    for name in ("tensorflow", "fastapi", "uvicorn"):
+        (hidden / name).mkdir(parents=True)
+        (hidden / name / "__init__.py").write_text(f"raise ImportError('{name} is hidden by the test')\n")
+    (tmp_path / "no-wheels").mkdir()
+    results = tmp_path / "results"
+    env = {**os.environ, "PYTHONPATH": str(hidden), "GPU_WHEELS": str(tmp_path / "no-wheels")}
+    env.pop("KERAS_BACKEND", None)  # the script's default: torch
+    tiny = ["--limit", "256", "--epochs", "1", "--k", "4", "--images", "20", "--batch-size", "10", "--chunk-size", "4"]
+    command = ["bash", str(REPO / "benchmarks" / "gpu_device.sh"), "run", str(tmp_path / "work"), str(results), *tiny]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for preset in ("seed", "literature"):
+        row = json.loads((results / f"gpu-{preset}.json").read_text())
+        assert (row["backend"], row["preset"], row["iw_samples"], row["images"]) == ("torch", preset, 4, 20)
+        assert row["train_seconds"] > 0 and row["samples_per_second"] > 0
+        log = (results / f"gpu-{preset}.log").read_text()
+        assert "no TensorBoard logs are written" in log  # it did not find TensorFlow
+    assert "backend torch" in (results / "versions.txt").read_text()
+    # Only the rows, logs and versions are in RESULTS (what comes back from the device); runs stay in WORK.
+    assert sorted(p.name for p in results.iterdir()) == sorted(
+        ["versions.txt", "gpu-seed.json", "gpu-seed.log", "gpu-literature.json", "gpu-literature.log"])
+    assert (tmp_path / "work" / "literature" / "models" / "vae.keras").exists()
+    assert json.loads((tmp_path / "work" / "literature" / "config.json").read_text())["architecture"] == "resnet_ar"
+
+
+@pytest.mark.slow
 def test_time_to_quality_scores_both_recipes_every_epoch_and_reuses_the_reference(tmp_path, capsys):
     ttq = _load("time_to_quality")
     args = [str(tmp_path), "--limit", "256", "--test-images", "500", "--reference-epochs", "2",
