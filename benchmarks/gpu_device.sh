@@ -22,6 +22,7 @@
 # tiny setting). KERAS_BACKEND picks torch (default) or jax.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
+usage="usage: bash benchmarks/gpu_device.sh wheels | run WORK RESULTS [gpu.py options]"
 
 case "${1:-}" in
 wheels)
@@ -36,8 +37,8 @@ wheels)
   ls .whl
   ;;
 run)
-  work=${2:?usage: gpu_device.sh run WORK RESULTS [gpu.py options]}
-  results=${3:?usage: gpu_device.sh run WORK RESULTS [gpu.py options]}
+  [ $# -ge 3 ] || { echo "$usage" >&2; exit 2; }
+  work=$2 results=$3
   shift 3
   cd "$here"
   start=$SECONDS
@@ -71,7 +72,7 @@ run)
   exit "${status:-0}"
   ;;
 *)
-  echo "usage: bash benchmarks/gpu_device.sh wheels | run WORK RESULTS [gpu.py options]" >&2
+  echo "$usage" >&2
   exit 2
   ;;
 esac
