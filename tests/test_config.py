@@ -27,9 +27,9 @@ def test_configs_saved_under_the_old_architecture_name_still_load(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(saved))
     assert Config.load(tmp_path / "config.json") == Config(architecture="keras_io")
     # Only a renamed name is translated: anything else is still refused as before.
-    with pytest.raises(UserError, match="--architecture must be one of"):
+    with pytest.raises(UserError, match="field architecture must be one of"):
         Config.from_dict({"architecture": "seeds"})
-    with pytest.raises(UserError, match="--architecture must be str"):
+    with pytest.raises(UserError, match="field architecture must be str"):
         Config.from_dict({"architecture": ["seed"]})
 
 
@@ -52,16 +52,16 @@ def test_json_round_trip(tmp_path):
 @pytest.mark.parametrize(
     "values, message",
     [
-        ({"latent_dim": 0}, "--latent-dim must be between 1 and 1,024"),
-        ({"epochs": "3"}, "--epochs must be int"),
-        ({"learning_rate": 5.0}, "--learning-rate must be between 0 and 1"),
-        ({"dataset": "cifar"}, "--dataset must be one of"),
-        ({"limit": True}, "--limit must be int or null"),
-        ({"jit_compile": 1}, "--jit-compile must be bool"),
+        ({"latent_dim": 0}, "config: field latent_dim must be between 1 and 1,024"),
+        ({"epochs": "3"}, "field epochs must be int"),
+        ({"learning_rate": 5.0}, "field learning_rate must be between 0 and 1"),
+        ({"dataset": "cifar"}, "field dataset must be one of"),
+        ({"limit": True}, "field limit must be int or null"),
+        ({"jit_compile": 1}, "field jit_compile must be bool"),
         ({"colour": "red"}, "unknown config field"),
         ({"latent_dims": 3}, "unknown config field.*did you mean 'latent_dim'"),
-        ({"architecture": "resnet_ar", "binarize": "dynamic", "pixel_layers": -1}, "--pixel-layers must be between 0"),
-        ({"architecture": "resnet", "pixel_layers": 4}, "--architecture resnet has none; drop --pixel-layers"),
+        ({"architecture": "resnet_ar", "binarize": "dynamic", "pixel_layers": -1}, "field pixel_layers must be between 0"),
+        ({"architecture": "resnet", "pixel_layers": 4}, "field pixel_layers sets the causal head.*field architecture resnet has none; drop it"),
     ],
 )
 def test_bad_values_are_named(values, message):

@@ -12,6 +12,7 @@ from mnist_vae.errors import UserError
 from conftest import run_cli, tiny_config
 
 fastapi_testclient = pytest.importorskip("fastapi.testclient", reason="vae serve's tests need fastapi and httpx")
+LOOPBACK = "http://127.0.0.1"  # requests must name the server (the client's default Host, testserver, is refused)
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def explorer(trained_run):
 
 @pytest.fixture(scope="module")
 def client(explorer):
-    return fastapi_testclient.TestClient(serve.create_app(explorer), raise_server_exceptions=False)
+    return fastapi_testclient.TestClient(serve.create_app(explorer), raise_server_exceptions=False, base_url=LOOPBACK)
 
 
 def pixels_of(base64_text, side=28, channels=1):
@@ -117,7 +118,7 @@ def test_planes_of_a_larger_latent_space(tmp_path):
 
     train(tiny_config(latent_dim=4, epochs=1), tmp_path, verbose=0)
     explorer = serve.Explorer.from_run(tmp_path)
-    client = fastapi_testclient.TestClient(serve.create_app(explorer))
+    client = fastapi_testclient.TestClient(serve.create_app(explorer), base_url=LOOPBACK)
     info = client.get("/api/info").json()
     plane = info["plane"]
     assert plane["kind"] == "pca" and len(plane["explained"]) == 2 and sum(plane["explained"]) <= 1 + 1e-9
@@ -142,7 +143,7 @@ def test_conditional_models_need_a_label_per_request_or_per_latent(tmp_path):
 
     train(tiny_config(conditional=True, epochs=1), tmp_path, verbose=0)
     explorer = serve.Explorer.from_run(tmp_path)
-    client = fastapi_testclient.TestClient(serve.create_app(explorer))
+    client = fastapi_testclient.TestClient(serve.create_app(explorer), base_url=LOOPBACK)
     assert client.get("/api/info").json()["class_names"][:2] == explorer.class_names[:2]
     z = [[0.0, 0.0]] * 10
     ten = client.post("/api/decode", json={"z": z, "label": list(range(10))}).json()["images"]
@@ -159,7 +160,7 @@ def test_an_autoregressive_model_is_not_decoded_live(tmp_path):
 
     train(tiny_config(architecture="resnet_ar", binarize="dynamic", latent_dim=2, limit=64, test_limit=50,
                       grid_size=2), tmp_path, verbose=0)
-    client = fastapi_testclient.TestClient(serve.create_app(serve.Explorer.from_run(tmp_path)))
+    client = fastapi_testclient.TestClient(serve.create_app(serve.Explorer.from_run(tmp_path)), base_url=LOOPBACK)
     info = client.get("/api/info").json()
     assert (info["live"], info["autoregressive"], info["max_decode"]) == (False, True, 16)
     assert client.post("/api/decode", json={"z": [[0.0, 0.0]] * 17}).status_code == 422

@@ -1,5 +1,6 @@
 """mnist-vae: convolutional variational autoencoders on MNIST-family images, on Keras 3."""
 
+import logging
 import os
 import sys
 
@@ -35,7 +36,22 @@ def _import_keras_quietly():
         os.close(devnull)
 
 
+class _SharedStepRetracing:
+    """Drops TensorFlow's "triggered tf.function retracing" warning about Keras' own predict step.
+
+    TensorFlow counts traces per Python code object, and every Keras model's predict step is the
+    same code (``TensorFlowTrainer.make_predict_function``): the first trace of each of a run's
+    models (encoder, decoder, scorers) adds up to the warning, though none of them retraces in a
+    loop. Any other function's retracing warning still shows.
+    """
+
+    def filter(self, record):
+        message = record.getMessage()
+        return not ("triggered tf.function retracing" in message and "make_predict_function" in message)
+
+
 _import_keras_quietly()
+logging.getLogger("tensorflow").addFilter(_SharedStepRetracing())
 
 # Importing the package registers the custom layers and models with Keras, so saved
 # `.keras` files load with `keras.saving.load_model` and no `custom_objects`.

@@ -63,6 +63,18 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         self._pointer = Path(backup_dir) / "state.json"
         self._previous = Path(backup_dir) / "state.json.bkp"
 
+    @staticmethod
+    def saved_state(backup_dir):
+        """The newest readable state pointer in ``backup_dir`` (epoch, weights, extra), or {} when none."""
+        for pointer in (Path(backup_dir) / "state.json", Path(backup_dir) / "state.json.bkp"):
+            try:
+                state = json.loads(pointer.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(state, dict):
+                return state
+        return {}
+
     def on_train_begin(self, logs=None):
         if not self.model.built:
             raise ValueError("build the model (call it on a batch) before fit() so its state can be restored")

@@ -127,6 +127,9 @@ def build_parser():
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default: 127.0.0.1, this machine only; any other warns)")
     serve.add_argument("--port", type=int, default=8000, help="port, 0 for any free one (default: 8000)")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="another name the page may be opened by (a machine name, for --host 0.0.0.0); "
+                            "requests naming any other host are refused (default: loopback names and --host)")
     serve.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
 
     export = sub.add_parser("export", help="write a trained run's encoder and decoder as ONNX files into DIR/export")
@@ -246,7 +249,7 @@ def run_serve(args):
     """``vae serve DIR``."""
     from mnist_vae.serve import serve
 
-    serve(args.dir, args.host, args.port, data_dir=args.data_dir)
+    serve(args.dir, args.host, args.port, data_dir=args.data_dir, allow_hosts=args.allow_host)
 
 
 def run_export(args):
@@ -257,12 +260,35 @@ def run_export(args):
         print(path)
 
 
+SWEEP_DRIVER = "MNIST_VAE_SWEEP_DRIVER"  # set in the child process that drives Ray (see process_group)
+
+
 def run_sweep(args):
-    """``vae sweep SPEC --out DIR``."""
+    """``vae sweep SPEC --out DIR``: the Ray driver runs as a child in a process group of its own."""
+    if os.environ.get(SWEEP_DRIVER) != str(os.getppid()):
+        from mnist_vae import process_group
+
+        status, interrupted = process_group.run([sys.executable, "-m", "mnist_vae", *args.argv],
+                                                env={**os.environ, SWEEP_DRIVER: str(os.getpid())})
+        if interrupted:
+            raise KeyboardInterrupt
+        return status
+    _drive_sweep(args)
+
+
+def _drive_sweep(args):
+    import signal
+
+    from mnist_vae import process_group
     from mnist_vae.sweep import run_sweep as sweep
 
-    rows = sweep(args.spec, args.out, address=args.address, cpus_per_trial=args.cpus_per_trial,
-                 data_dir=None if args.data_dir is None else str(args.data_dir.resolve()))
+    # The parent's death arrives as SIGTERM: stop as an interrupt would (Ray Tune saves its state).
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+    try:
+        rows = sweep(args.spec, args.out, address=args.address, cpus_per_trial=args.cpus_per_trial,
+                     data_dir=None if args.data_dir is None else str(args.data_dir.resolve()))
+    finally:
+        process_group.end_own_group()
     finished = sum(r["status"] == "finished" for r in rows)
     best = rows[0] if rows else None
     print(f"{len(rows)} trials ({finished} finished, {len(rows) - finished} stopped early or failed); "
@@ -295,10 +321,12 @@ def main(argv=None):
     running out of memory. An interrupt exits 130. Anything else is a bug and keeps its traceback.
     """
     command, args = "vae", None
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(argv)
+        args.argv = argv
         command = f"vae {args.command}"
-        COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
     except UsageError as e:
         return _fail(e.prog, str(e))
     except UserError as e:
@@ -308,9 +336,22 @@ def main(argv=None):
     except MemoryError:
         return _fail(command, "out of memory; try a smaller --batch-size (or --chunk-size for evaluate)")
     except KeyboardInterrupt:
-        return _fail(command, "interrupted; `vae train --resume --out DIR` continues a training run", status=130,
-                     label="")
-    return 0
+        return _fail(command, f"interrupted; {_how_to_continue(args)}", status=130, label="")
+    return status or 0
+
+
+def _how_to_continue(args):
+    """What continues the interrupted command, with its real folder and flags."""
+    import shlex
+
+    what = getattr(args, "command", None)
+    if what == "train":
+        return f"`vae train --resume --out {shlex.quote(str(args.out))}` continues from the last finished epoch"
+    if what == "evaluate":
+        return f"the same command again (`vae {shlex.join(args.argv)}`) continues from the last finished batch"
+    if what == "sweep":
+        return f"the same command again (`vae {shlex.join(args.argv)}`) continues the sweep"
+    return f"run `vae {shlex.join(args.argv)}` again" if what else "nothing was started"
 
 
 def _fail(command, message, status=2, label="error: "):

@@ -68,8 +68,13 @@ class Config:
     grid_size: int = 20
     """Rows and columns of the 2-D manifold grid in plots and TensorBoard."""
 
-    def validate(self):
-        """Raise ``UserError`` naming the first bad field; returns self for chaining."""
+    def validate(self, source=None):
+        """Raise ``UserError`` naming the first bad field; returns self for chaining.
+
+        The field is named as its flag (``--latent-dim``), or, with ``source`` (the file or spec
+        the values came from), as that source's field (``config.json: field latent_dim``).
+        """
+        flag = _namer(source)
         from mnist_vae.data import BINARIZE, DATASETS  # registries live beside the code they select
         from mnist_vae.distribute import ENGINES
         from mnist_vae.models import ARCHITECTURES, PRECISIONS
@@ -78,7 +83,7 @@ class Config:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if not _type_matches(value, _field_types()[f.name]):
-                raise UserError(f"{_flag(f.name)} must be {_type_name(f.name)}, got {_short(value)}")
+                raise UserError(f"{flag(f.name)} must be {_type_name(f.name)}, got {_short(value)}")
         checks = [
             ("dataset", self.dataset in DATASETS, f"one of {sorted(DATASETS)}"),
             ("binarize", self.binarize in BINARIZE, f"one of {list(BINARIZE)}"),
@@ -94,17 +99,17 @@ class Config:
         ]
         for name, ok, expected in checks:
             if not ok:
-                raise UserError(f"{_flag(name)} must be {expected}, got {_short(getattr(self, name))}")
-        self._check_observation_model()
+                raise UserError(f"{flag(name)} must be {expected}, got {_short(getattr(self, name))}")
+        self._check_observation_model(flag)
         if self.lr_warmup >= self.epochs:
-            raise UserError(f"--lr-warmup ({self.lr_warmup} epochs) must be shorter than --epochs ({self.epochs}), "
-                            "so the schedule has steps to run; lower --lr-warmup or raise --epochs")
+            raise UserError(f"{flag('lr_warmup')} ({self.lr_warmup} epochs) must be shorter than {flag('epochs', 0)} "
+                            f"({self.epochs}), so the schedule has steps to run; lower the first or raise the second")
         if self.pixel_layers is not None and not ARCHITECTURES[self.architecture].autoregressive:
-            raise UserError(f"--pixel-layers sets the causal head of an autoregressive architecture, and "
-                            f"--architecture {self.architecture} has none; drop --pixel-layers or use resnet_ar")
+            raise UserError(f"{flag('pixel_layers')} sets the causal head of an autoregressive architecture, and "
+                            f"{flag('architecture', 0)} {self.architecture} has none; drop it or use resnet_ar")
         if self.conditional and not DATASETS[self.dataset].class_names:
-            raise UserError(f"--conditional needs class labels, and --dataset {self.dataset} has none; "
-                            "drop --conditional")
+            raise UserError(f"{flag('conditional')} needs class labels, and {flag('dataset', 0)} {self.dataset} has "
+                            "none; drop it")
         return self
 
     def resolved_likelihood(self):
@@ -116,7 +121,7 @@ class Config:
             return self.likelihood
         return default_likelihood(self.architecture, DATASETS[self.dataset].geometry.channels)
 
-    def _check_observation_model(self):
+    def _check_observation_model(self, flag):
         """The likelihood must fit the architecture's decoder, the dataset's channels and the --binarize protocol."""
         from mnist_vae.data import DATASETS
         from mnist_vae.models import ARCHITECTURES
@@ -124,13 +129,14 @@ class Config:
 
         name = self.resolved_likelihood()
         likelihood, channels = get_likelihood(name), DATASETS[self.dataset].geometry.channels
-        what = f"--architecture {self.architecture}" if self.likelihood == "auto" else f"--likelihood {name}"
+        what = (f"{flag('architecture')} {self.architecture}" if self.likelihood == "auto"
+                else f"{flag('likelihood')} {name}")
         if not ARCHITECTURES[self.architecture].supports(name):
             fits = sorted(a for a, arch in ARCHITECTURES.items() if arch.supports(name))
-            raise UserError(f"--likelihood {name} needs an architecture whose decoder returns its parameters: "
+            raise UserError(f"{flag('likelihood')} {name} needs an architecture whose decoder returns its parameters: "
                             f"{', '.join(fits)} (not {self.architecture})")
         if (why := likelihood.check(channels)) is not None:
-            raise UserError(f"--dataset {self.dataset} has {channels}-channel images and {why}")
+            raise UserError(f"{flag('dataset')} {self.dataset} has {channels}-channel images and {why}")
         if self.binarize not in likelihood.binarize:
             raise UserError(f"{what} {likelihood.fix}")
 
@@ -160,20 +166,33 @@ class Config:
             close = difflib.get_close_matches(str(unknown[0]), [f.name for f in dataclasses.fields(cls)], n=2)
             hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
             raise UserError(f"{source}: unknown config field(s) {shown}; {hint}`vae train --help` lists the fields")
-        return cls(**values).validate()
+        return cls(**values).validate(source)
 
     @classmethod
     def load(cls, path):
         """Read and validate a ``config.json`` (a regular file of at most ``MAX_CONFIG_BYTES``)."""
         path = Path(path)
         try:
-            values = json.loads(_read_config_text(path))
+            values = parse_json(_read_config_text(path))
         # JSONDecodeError is a ValueError, and so is an integer of more than 4,300 digits.
         except ValueError as e:
             raise UserError(f"{path}: not a readable JSON config ({_clip(str(e).split(';')[0], 120)})") from None
         except RecursionError:
             raise UserError(f"{path}: not a config: JSON nested too deeply (a config is one flat object)") from None
         return cls.from_dict(values, source=str(path))
+
+
+def parse_json(text):
+    """``json.loads``, where a key given twice in one object is an error (Python would keep the last)."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
+def _unique_keys(pairs):
+    keys = [key for key, _ in pairs]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise ValueError(f"key {_clip(repr(key))} is given twice")
+    return dict(pairs)
 
 
 def _read_config_text(path):
@@ -272,6 +291,13 @@ PRESETS = {
 
 def _flag(name):
     return "--" + name.replace("_", "-")
+
+
+def _namer(source):
+    """How ``validate`` names a field: its flag, or ``SOURCE: field NAME`` (the source only at the message's start)."""
+    if source is None:
+        return lambda name, first=1: _flag(name)
+    return lambda name, first=1: f"{source}: field {name}" if first else f"field {name}"
 
 
 @functools.cache

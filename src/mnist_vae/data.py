@@ -125,11 +125,25 @@ def read_idx(path, ndim=None, sha256=None, max_bytes=None):
     if sha256 is not None:
         digest = hashlib.sha256(content).hexdigest()
         if digest != sha256:
-            raise DataError(
-                f"{path}: checksum mismatch (SHA-256 {digest[:12]}..., expected {sha256[:12]}...); "
-                "the file is corrupt or a different dataset: delete it and fetch it again"
-            )
+            raise DataError(checksum_mismatch(path, digest, sha256))
     return parse_idx(content, name=str(path), ndim=ndim)
+
+
+def checksum_mismatch(path, digest, expected):
+    """The message for a file whose SHA-256 is not the expected one: a known file of another
+    dataset is named, with the flag that reads it; anything else is damaged."""
+    known = {}
+    for spec in DATASETS.values():
+        for name, value in spec.sha256.items():
+            if value == digest:
+                known.setdefault(name, []).append(spec.name)
+    found = f"(SHA-256 {digest[:12]}..., expected {expected[:12]}...)"
+    if not known:
+        return f"{path}: checksum mismatch {found}; the file is damaged: delete it and fetch it again"
+    name, datasets = next(iter(known.items()))
+    flags = " or ".join(f"--dataset {d}" for d in datasets)
+    return (f"{path}: this is {datasets[0]}'s {name} {found}, not the file expected here; pass {flags} to train "
+            "on it, or point --data-dir at a folder holding the expected files")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -453,8 +467,7 @@ def _verify_archive(path, spec, name):
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
         if digest.hexdigest() != expected:
-            raise DataError(f"{path}: checksum mismatch (SHA-256 {digest.hexdigest()[:12]}..., expected "
-                            f"{expected[:12]}...); the file is corrupt or a different dataset: delete it and fetch it again")
+            raise DataError(checksum_mismatch(path, digest.hexdigest(), expected))
 
 
 class _BatchUnpickler(pickle.Unpickler):

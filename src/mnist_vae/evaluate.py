@@ -23,7 +23,7 @@ from mnist_vae.data import ImageBatches, keras_input, one_hot
 from mnist_vae.models import AutoregressiveScorer
 
 
-def evaluate_losses(vae, images, batch_size=128, labels=None):
+def evaluate_losses(vae, images, batch_size=128, labels=None, terms=None):
     """Mean negative ELBO (unweighted, whatever beta trained the model) and its terms over ``images``.
 
     One posterior sample per image; nats per image.
@@ -32,10 +32,11 @@ def evaluate_losses(vae, images, batch_size=128, labels=None):
     step keeps the precision it was traced with: this way a model switched to float32 after
     mixed-precision training is scored in float32. Compiled, not eager: the eager loop took
     66 s for a seed run's 70,000 images on the AVX2 CPU, this 44 s. The per-image terms are summed
-    in float64 here rather than in a float32 metric.
+    in float64 here rather than in a float32 metric. Scoring several sets, pass one ``LossTerms(vae)``
+    as ``terms``: each new one traces its predict step again.
     """
     conditioning = one_hot(labels, vae.num_classes) if vae.conditional else None
-    terms = LossTerms(vae).predict(keras_input(ImageBatches(images, batch_size, labels=conditioning)), verbose=0)
+    terms = (terms or LossTerms(vae)).predict(keras_input(ImageBatches(images, batch_size, labels=conditioning)), verbose=0)
     return {name: float(np.asarray(terms[name], np.float64).sum()) / len(images)
             for name in ("loss", "reconstruction_loss", "kl_loss")}
 

@@ -1,7 +1,8 @@
 """The layout of a run directory, atomic writes into it, its lock, and loading what it holds.
 
-Every file a command writes into a run directory is named here, so ``--overwrite`` can delete
-exactly those (by name) and the next start can recognise a killed process's temporary files.
+Every file a command writes into a run directory is named here, so ``--overwrite`` can replace
+exactly those (by name, and only where ``config.json`` shows the folder holds a run) and the next
+start can recognise a killed process's temporary files.
 """
 
 import contextlib
@@ -12,11 +13,12 @@ import os
 import re
 import shutil
 import tempfile
-import zipfile
 from pathlib import Path
 
 import keras
 
+from mnist_vae import archive
+from mnist_vae.config import Config
 from mnist_vae.errors import UserError
 
 try:  # POSIX advisory locks; elsewhere runs are not locked (documented in the README)
@@ -40,6 +42,9 @@ _BACKUP_FILE = re.compile(r"state\.json(\.bkp)?|epoch-\d+-[0-9a-f]{8}\.weights\.
 # Temporary files: ".<final name>.<8 random characters>.tmp<suffix>" (see temporary_beside).
 _TEMPORARY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)*")
 _PROBE = "write-probe"  # the name behind check_writable's temporary files
+# Where --overwrite moves a replaced run until the new one has started: ".replaced.<8 random characters>".
+_ASIDE_PREFIX = ".replaced."
+_ASIDE = re.compile(r"\.replaced\.[a-z0-9_]{8}")
 
 # Space a training run needs besides its weights (see training_bytes).
 _BASE_BYTES = 20_000_000
@@ -78,8 +83,6 @@ class RunDir:
 
     def load_config(self):
         """The run's validated ``Config``, or a clear error when this is not a run directory."""
-        from mnist_vae.config import Config
-
         if not self.config.exists():
             raise UserError(f"{self.root}: not a run directory (no config.json); train one with `vae train --out DIR`")
         return Config.load(self.config)
@@ -104,6 +107,22 @@ class RunDir:
         return [path for folder, owned in self._owned_names().items()
                 for path in _files_in(folder) if owned(path.name)]
 
+    def holds_run(self):
+        """Whether ``config.json`` is one this package wrote: a JSON object of exactly ``Config``'s
+        fields that validates. Only then are the files at the run's names taken to be a run's."""
+        try:
+            text = self.config.read_text(encoding="utf-8") if self.config.is_file() else None
+            values = json.loads(text) if text is not None else None
+        except (OSError, ValueError):
+            return False
+        if not isinstance(values, dict) or set(values) != {f.name for f in dataclasses.fields(Config)}:
+            return False
+        try:
+            Config.from_dict(values)
+        except UserError:
+            return False
+        return True
+
     def temporaries(self):
         """Temporary files a killed process left behind (only ever ours: see ``temporary_beside``)."""
         found = []
@@ -115,9 +134,40 @@ class RunDir:
         return found
 
     def remove_temporaries(self):
-        """Delete what ``temporaries`` lists; call it only while holding the run's lock."""
+        """Delete what ``temporaries`` lists, and what a killed ``--overwrite`` left set aside (run
+        files by name only); call it only while holding the run's lock."""
         for path in self.temporaries():
             path.unlink(missing_ok=True)
+        for aside in _entries(self.root):
+            if _ASIDE.fullmatch(aside.name) and aside.is_dir() and not aside.is_symlink():
+                discard(RunDir(aside))
+
+    def set_aside(self):
+        """Move the run's files (by name) into a new hidden folder of the run, all or nothing.
+
+        Returns that folder as a ``RunDir`` for ``discard`` once the new run has started, or None
+        when there was nothing to move. If any file cannot be moved (permissions, an immutable
+        flag), the ones already moved go back and ``UserError`` names it: the old run stays whole.
+        """
+        files = self.output_files() + self.temporaries()
+        if not files:
+            return None
+        aside = Path(tempfile.mkdtemp(dir=self.root, prefix=_ASIDE_PREFIX))
+        moved = []
+        try:
+            for path in files:
+                target = aside / path.relative_to(self.root)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(path, target)
+                moved.append((path, target))
+        except OSError as e:
+            failed = path
+            for path, target in reversed(moved):
+                os.rename(target, path)
+            discard(RunDir(aside))
+            raise UserError(f"cannot replace the run in {self.root}: {failed} cannot be moved ({e.strerror}); nothing "
+                            "was deleted; make it removable (permissions, chattr -i) or choose another --out") from None
+        return RunDir(aside)
 
     def clear(self):
         """Delete the run's own files by name, then its folders that are left empty.
@@ -127,6 +177,10 @@ class RunDir:
         """
         for path in self.output_files() + self.temporaries():
             path.unlink(missing_ok=True)
+        return self.remove_empty_folders()
+
+    def remove_empty_folders(self):
+        """Remove the run's folders that are empty; returns what is left in them, as in ``clear``."""
         for folder in self._folders():
             if folder.is_dir() and not folder.is_symlink():
                 with contextlib.suppress(OSError):  # not empty: the user's files stay
@@ -159,6 +213,25 @@ class RunDir:
         if free < needed:
             raise UserError(f"{self.root}: only {free / 1e6:.1f} MB free on its file system and this needs about "
                             f"{needed / 1e6:.0f} MB; free some space or choose another run folder")
+
+
+def discard(aside):
+    """Delete a folder ``RunDir.set_aside`` made: the run files in it by name, then the folder if empty."""
+    aside.clear()
+    with contextlib.suppress(OSError):
+        aside.root.rmdir()
+
+
+def check_output_folder(root, flag="--out"):
+    """Refuse, as ``flag``, a folder no run should write into: the file system's root, a top-level
+    system folder or the home folder (a run creates, and with ``--overwrite`` replaces, files there)."""
+    resolved = Path(os.path.abspath(root)).resolve()
+    anchor = Path(resolved.anchor)
+    what = ("the file system's root" if resolved == anchor else "a top-level system folder" if resolved.parent == anchor
+            else "your home folder" if resolved == Path.home().resolve() else None)
+    if what:
+        raise UserError(f"{flag} {root} is {what}; a run writes its files there: give it a folder of its own, "
+                        f"such as {flag} {Path(root) / 'vae-run'}")
 
 
 def training_bytes(model_bytes, epochs):
@@ -218,6 +291,8 @@ def _make_folders(root):
     missing = []
     path = Path(os.path.abspath(root))
     while not path.exists():
+        if path.is_symlink():
+            raise UserError(f"{path} is {_broken_link(path)}; fix the link or choose another folder for the run")
         missing.append(path)
         path = path.parent
     try:
@@ -225,6 +300,16 @@ def _make_folders(root):
     except OSError as e:
         raise UserError(f"cannot create the run folder {root} ({e.strerror}); choose another one") from None
     return list(reversed(missing))
+
+
+def _broken_link(path):
+    """How a symlink that does not resolve fails: a loop, or a target that does not exist."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symlink that loops back on itself"
+    return f"a dangling symlink (to {os.readlink(path)}, which does not exist)"
 
 
 def _acquire(path, command):
@@ -318,18 +403,25 @@ def save_model_atomic(model, path):
 
 
 def load_model(path, compile=True):
-    """Load a ``.keras`` file written by this package, with a clear error for anything else."""
+    """Load a ``.keras`` file written by this package, with a clear error for anything else.
+
+    Every command that opens a model comes here: the archive's bounds are checked first
+    (``archive.check_model_archive``), and Keras' safe mode refuses files that hold code.
+    """
     import mnist_vae  # noqa: F401  registers the custom classes
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: model file not found; train one with `vae train --out DIR`")
-    if not zipfile.is_zipfile(path):
-        raise UserError(f"{path}: not a Keras model file (.keras files are zip archives); re-train or re-copy it")
+    archive.check_model_archive(path)
     try:
-        return keras.saving.load_model(path, compile=compile)
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as e:  # Keras raises many types for a damaged archive
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = str(e).strip()
+        if "safe_mode" in text:  # Keras' refusal of a Lambda layer or other Python code
+            raise UserError(f"{path}: holds Python code (a Lambda layer or a function), which is never loaded from a "
+                            "file; use a model file that `vae train` wrote") from None
+        first_line = text.splitlines()[0][:200] if text else type(e).__name__
         raise UserError(f"{path}: cannot load this Keras model ({first_line}); re-train or re-copy it") from None
 
 

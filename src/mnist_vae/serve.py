@@ -4,6 +4,11 @@ The server holds one run's VAE and its test-set codes; the page (``explorer/inde
 the scatter and asks the server to decode or encode. Everything a request carries is validated
 before it reaches the model, bodies are bounded, and every error is JSON with a status code.
 
+Requests must name the server in their ``Host`` header (``allowed_hosts``): a web page elsewhere
+that points its own domain name at 127.0.0.1 (DNS rebinding) would otherwise reach the
+explorer from the user's browser, read the run, its test images and codes, and keep the CPU
+busy. Starlette's ``TrustedHostMiddleware`` answers anything else with 400.
+
 The latent plane: for a 2-D latent, the latent space itself. For more dimensions, a plane
 through ``origin`` spanned by two orthonormal ``axes`` in latent space: the test codes' first two
 principal components (origin at their mean), or two chosen dimensions (origin 0, or a chosen test
@@ -18,6 +23,7 @@ import socket
 import sys
 import threading
 from importlib import resources
+from pathlib import Path
 from typing import Annotated
 
 import numpy as np
@@ -110,7 +116,8 @@ class Explorer:
         splits = load_splits(config.dataset, config.validation_size, limit=1, data_dir=data_dir,
                              test_limit=config.test_limit)
         inputs = held_out_images(splits.test.images, config.binarize)  # binary models see binary digits
-        return cls(vae, inputs, splits.test.labels, splits.spec.class_names, name=str(run_dir))
+        # The folder's name only: the page need not learn where on this machine the run lives.
+        return cls(vae, inputs, splits.test.labels, splits.spec.class_names, name=Path(run_dir).resolve().name)
 
     @property
     def live(self):
@@ -166,9 +173,22 @@ class Explorer:
         return np.asarray(image), int(self.test_labels[index]), self.z_mean[index]
 
 
-def create_app(explorer):
-    """The FastAPI application serving ``explorer``: the page, ``/api/info``, ``/api/decode``, ``/api/encode``."""
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+
+def allowed_hosts(host="127.0.0.1", extra=()):
+    """The ``Host`` names a request may carry: loopback names, the listening address, and ``extra``."""
+    names = [*LOOPBACK_NAMES, f"[{host}]" if ":" in host else host, *extra]
+    return list(dict.fromkeys(name.lower() for name in names))
+
+
+def create_app(explorer, hosts=LOOPBACK_NAMES):
+    """The FastAPI application serving ``explorer``: the page, ``/api/info``, ``/api/decode``, ``/api/encode``.
+
+    Only requests whose ``Host`` is one of ``hosts`` are answered (see the module's docstring).
+    """
     from fastapi import FastAPI, Request
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, Response
     from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -202,6 +222,7 @@ def create_app(explorer):
         return JSONResponse({"error": message}, status_code=status)
 
     app = FastAPI(title="mnist-vae latent explorer", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts), www_redirect=False)
 
     @app.exception_handler(Failure)
     async def _failure(request, exc):
@@ -354,16 +375,22 @@ def open_socket(host, port):
     return sock
 
 
-def serve(run_dir, host="127.0.0.1", port=8000, data_dir=None, out=sys.stdout):
+def serve(run_dir, host="127.0.0.1", port=8000, data_dir=None, out=sys.stdout, allow_hosts=()):
     """``vae serve``: serve ``run_dir``'s explorer on (host, port) until interrupted."""
     import uvicorn
 
+    for name in allow_hosts:
+        if not name or "*" in name or any(c in name for c in "/:@ ") and not name.startswith("["):
+            raise UserError(f"--allow-host {name!r}: give a host name or address as a browser sends it "
+                            "(example.lan, 192.168.1.5, [fe80::1]), without port or wildcard")
+    hosts = allowed_hosts(host, allow_hosts)
     sock = open_socket(host, port)  # before loading: a taken port fails at once
     if not is_loopback(host):
         print(f"warning: --host {host} is not a loopback address: anyone who can reach this machine "
-              "can use the page and its model", file=sys.stderr)
+              f"can use the page and its model; requests must name it as {', '.join(hosts)} (add others with "
+              "--allow-host)", file=sys.stderr)
     try:
-        app = create_app(Explorer.from_run(run_dir, data_dir=data_dir))
+        app = create_app(Explorer.from_run(run_dir, data_dir=data_dir), hosts)
     except BaseException:
         sock.close()
         raise

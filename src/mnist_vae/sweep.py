@@ -30,13 +30,15 @@ import math
 import re
 from pathlib import Path
 
-from mnist_vae.config import Config, _read_config_text
+from mnist_vae.config import Config, _read_config_text, parse_json
 from mnist_vae.errors import UserError
 
 METRIC = "val_negative_elbo"  # what ASHA compares and the best checkpoint is chosen on
 DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")  # ray.tune's samplers of the same names
 EARLY_STOPPING = ("asha", "none")
 SPEC_KEYS = ("base", "grid", "random", "samples", "early_stopping", "grace_epochs", "plot")
+# Trials of one sweep (grid points x samples): a week of 10-minute trials on one CPU; more is a typo.
+MAX_TRIALS = 1000
 
 
 @dataclasses.dataclass
@@ -77,7 +79,7 @@ class Spec:
 def load_spec(path):
     """Read and check a sweep spec; ``UserError`` naming the first problem. Every grid point is a valid Config."""
     try:
-        values = json.loads(_read_config_text(Path(path)))
+        values = parse_json(_read_config_text(Path(path)))
     except ValueError as e:
         raise UserError(f"{path}: not a readable JSON sweep spec ({str(e).split(';')[0][:120]})") from None
     return spec_from_dict(values, str(path))
@@ -122,8 +124,13 @@ def spec_from_dict(values, source="sweep spec"):
         elif not (isinstance(args, list) and len(args) == 2 and all(isinstance(a, (int, float)) for a in args)
                   and args[0] < args[1]):
             raise UserError(f"{source}: {name!r}: {kind} needs [low, high] with low < high, got {args!r:.60}")
-    if not isinstance(spec.samples, int) or isinstance(spec.samples, bool) or not 1 <= spec.samples <= 10_000:
-        raise UserError(f"{source}: \"samples\" must be an integer from 1 to 10,000, got {spec.samples!r:.40}")
+    if not isinstance(spec.samples, int) or isinstance(spec.samples, bool) or not 1 <= spec.samples <= MAX_TRIALS:
+        raise UserError(f"{source}: \"samples\" must be an integer from 1 to {MAX_TRIALS:,}, got {spec.samples!r:.40}")
+    trials = math.prod(len(values_) for values_ in spec.grid.values()) * spec.samples
+    if trials > MAX_TRIALS:
+        raise UserError(f"{source}: the grid's {trials // spec.samples:,} points x \"samples\" {spec.samples:,} make "
+                        f"{trials:,} trials, and a sweep runs at most {MAX_TRIALS:,}; search fewer values or lower "
+                        "\"samples\"")
     if spec.early_stopping not in EARLY_STOPPING:
         raise UserError(f"{source}: \"early_stopping\" must be one of {list(EARLY_STOPPING)}, got {spec.early_stopping!r:.40}")
     configs = list(spec.configs())  # every grid point must be a run `vae train` would accept
@@ -206,7 +213,10 @@ def read_history(path):
 
 def run_sweep(spec_path, out, address=None, cpus_per_trial=1, data_dir=None):
     """Run (or continue) the sweep of ``spec_path`` into ``out``; returns the results table's rows."""
+    from mnist_vae.rundir import check_output_folder
+
     spec = load_spec(spec_path)
+    check_output_folder(out)
     out = Path(out).resolve()
     saved = out / "sweep.json"
     if saved.exists():

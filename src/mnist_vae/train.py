@@ -15,9 +15,9 @@ from mnist_vae import distribute, report
 from mnist_vae.config import UNPINNED, Config
 from mnist_vae.data import ImageBatches, held_out_images, keras_input, load_splits, one_hot
 from mnist_vae.errors import UserError
-from mnist_vae.evaluate import evaluate_losses
+from mnist_vae.evaluate import LossTerms, evaluate_losses
 from mnist_vae.models import build_vae, set_precision
-from mnist_vae.rundir import RunDir, locked, save_model_atomic, training_bytes, write_json_atomic, write_text_atomic
+from mnist_vae.rundir import RunDir, check_output_folder, discard, locked, save_model_atomic, training_bytes, write_json_atomic, write_text_atomic
 
 EVAL_BATCH_SIZE = 500
 # metrics.json's train loss: the first images of the training split. The 10,000 of the test set are
@@ -52,22 +52,53 @@ def check_run_dir(run, config, resume, overwrite):
             )
         if run.metrics.exists() and not run.resume_state.exists():
             raise UserError(f"{run.root}: this run already finished; train a new one with another --out")
-    elif not overwrite and (found := run.output_files()):
-        names = ", ".join(sorted({p.relative_to(run.root).parts[0] for p in found}))
-        raise UserError(
-            f"{run.root} already holds a run ({names}); pass --resume to continue it, "
-            "--overwrite to replace it, or choose another --out"
-        )
+        check_state_matches(run, saved)
+        return
+    found = run.output_files()
+    if not found:
+        return
+    names = ", ".join(sorted({str(p.relative_to(run.root)) for p in found})[:4])
+    if not run.holds_run():
+        # Files at a run's names but no config.json of ours: the user's (or another tool's), never replaced.
+        raise UserError(f"{run.root} holds files at the names a run writes ({names}) that no `vae train` wrote "
+                        "(its config.json is not one this package writes); they are kept: choose another --out")
+    if not overwrite:
+        raise UserError(f"{run.root} already holds a run ({names}); pass --resume to continue it, --overwrite to "
+                        "replace it (its files are deleted by name once the new run has started), or choose "
+                        "another --out")
+
+
+def check_state_matches(run, config):
+    """Refuse a resume whose ``config.json`` no longer describes the model its training state saved."""
+    saved = cbs.AtomicBackupAndRestore.saved_state(run.backup).get("extra", {}).get("config")
+    if saved is None:
+        return
+    fields = {f.name for f in dataclasses.fields(Config)}
+    differ = [name for name, value in saved.items()
+              if name in fields and name not in UNPINNED and getattr(config, name) != value]
+    if differ:
+        name = differ[0]
+        epochs = cbs.AtomicBackupAndRestore.saved_state(run.backup).get("epoch", 0)
+        raise UserError(f"{run.config}: {name} is {getattr(config, name)!r}, but the training state in {run.backup} "
+                        f"was saved with {name} {saved[name]!r}; restore that value in config.json to keep its "
+                        f"{epochs} finished epochs, or train into a new --out")
 
 
 def start_run_dir(run, config, resume):
-    """Clear a replaced run's files (never for --resume), naming what is kept, and write ``config.json``."""
+    """Replace an old run (never for --resume) and write ``config.json``.
+
+    The old run's files are moved aside first (all or nothing), and deleted only once the new
+    ``config.json`` is written; what no run wrote stays, and is named on stderr.
+    """
+    aside = None if resume else run.set_aside()
+    write_text_atomic(run.config, config.to_json())
+    if aside is not None:
+        discard(aside)
     if not resume:
-        kept = [str(p) for p in run.clear()]
+        kept = [str(p) for p in run.remove_empty_folders()]
         if kept:
             shown = ", ".join(kept[:8]) + (f" and {len(kept) - 8} more" if len(kept) > 8 else "")
             print(f"vae train: kept {len(kept)} entries in {run.root} that no run wrote: {shown}", file=sys.stderr)
-    write_text_atomic(run.config, config.to_json())
 
 
 def train(config, out=".", resume=False, overwrite=False, data_dir=None, verbose="auto", callbacks=()):
@@ -81,6 +112,7 @@ def train(config, out=".", resume=False, overwrite=False, data_dir=None, verbose
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pass one")
     # First: tf.distribute's multi-worker collectives must be set up before TensorFlow runs anything.
+    check_output_folder(out)
     cluster = distribute.start(config.distribute, config.batch_size)
     run = RunDir(out)
     if not cluster.chief:
@@ -165,7 +197,7 @@ def _train_locked(run, config, resume, data_dir, verbose, callbacks, cluster):
     backup = cbs.AtomicBackupAndRestore(
         str(run.backup),
         extra_state=lambda: {"best_val_loss": None if checkpoint.best is None else float(checkpoint.best),
-                             "precision": precision},
+                             "precision": precision, "config": dataclasses.asdict(config)},
         on_restore=restore_best,
         read_only=not cluster.chief,
         save_scope=cluster.solo_scope,
@@ -220,6 +252,7 @@ def _train_locked(run, config, resume, data_dir, verbose, callbacks, cluster):
     # Reported losses and plots in float32, whatever the training precision (the saved files keep it).
     set_precision(vae, "float32")
     scored = {"train": slice(TRAIN_LOSS_IMAGES), "validation": slice(None), "test": slice(None)}
+    terms = LossTerms(vae)  # one compiled scorer for the three splits: a new one per split retraces
     metrics = {
         "dataset": config.dataset,
         "precision": precision,
@@ -233,7 +266,8 @@ def _train_locked(run, config, resume, data_dir, verbose, callbacks, cluster):
         "conditional": vae.conditional,
         "test_images": len(splits.test),
         "train_loss_images": min(len(splits.train), TRAIN_LOSS_IMAGES),
-        **{name: evaluate_losses(vae, images[scored[name]], EVAL_BATCH_SIZE, getattr(splits, name).labels[scored[name]])
+        **{name: evaluate_losses(vae, images[scored[name]], EVAL_BATCH_SIZE, getattr(splits, name).labels[scored[name]],
+                                 terms=terms)
            for name, images in eval_images.items()},
     }
     write_json_atomic(run.metrics, metrics)
