@@ -123,6 +123,21 @@ def test_the_pointer_decodes_the_plane_as_the_model_does(browser, plain_run):
         assert all(0 < t < 10_000 for t in latencies)
 
 
+def test_a_request_naming_a_foreign_host_is_refused_while_the_page_works(browser, plain_run):
+    import http.client
+    from urllib.parse import urlsplit
+
+    with explorer_page(browser, plain_run) as (vae, page):
+        address = urlsplit(page.url)
+        for host, status in [("evil.example", 400), (f"evil.example:{address.port}", 400), (address.netloc, 200)]:
+            connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+            connection.request("GET", "/api/info", headers={"Host": host})
+            response = connection.getresponse()
+            assert response.status == status, (host, response.read()[:200])
+            connection.close()
+        assert hover(page, 0.5, 0.5)["z"], "the page itself still decodes"
+
+
 def test_a_drawn_digit_is_encoded_marked_on_the_scatter_and_reconstructed(browser, plain_run):
     with explorer_page(browser, plain_run) as (vae, page):
         before = canvas_pixels(page, "scatter")

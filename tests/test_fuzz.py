@@ -1,5 +1,5 @@
 """Property-based fuzzing (hypothesis) of everything that reads user input: the IDX reader, the
-config loader and the command-line parser. Each must either succeed or raise the project's own
+config loader, the model-archive check and the command-line parser. Each must either succeed or raise the project's own
 ``UserError`` (one line for the CLI); any other exception is a bug that would show a traceback.
 
 Every test counts the inputs it tried and checks the count, so a run cannot pass on a handful.
@@ -13,6 +13,8 @@ import math
 import os
 import struct
 import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import idx_bytes
-from mnist_vae import data
+from mnist_vae import archive, data
 from mnist_vae.cli import build_parser, config_from_args
 from mnist_vae.config import Config
 from mnist_vae.errors import UserError
 
-# Inputs per test and CI run: 7,500 over the five tests (see the README).
+# Inputs per test and CI run: 1,500 for each of the seven tests (see the README).
 EXAMPLES = 1500
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -161,6 +163,89 @@ def test_config_files_of_arbitrary_bytes_and_json():
                 assert "\n" not in str(e) and len(str(e)) < 1000, str(e)
                 return
             assert isinstance(config, Config)
+
+        check()
+    _tried_enough(seen)
+
+
+def _object_text(pairs):
+    """A JSON object written from (key, value) pairs as they are: a key may come twice."""
+    return "{" + ", ".join(f"{json.dumps(key)}: {json.dumps(value)}" for key, value in pairs) + "}"
+
+
+def test_config_files_with_repeated_keys_are_refused_whatever_the_values():
+    seen = []
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "config.json"
+
+        @FUZZ
+        @given(st.lists(st.tuples(st.one_of(st.sampled_from(FIELDS), st.text(max_size=6)), json_values), max_size=6))
+        def check(pairs):
+            seen.append(pairs)
+            path.write_text(_object_text(pairs))
+            keys = [key for key, _ in pairs]
+            repeated = [key for key in keys if keys.count(key) > 1]
+            try:
+                Config.load(path)
+            except UserError as e:
+                assert "\n" not in str(e), str(e)
+                if repeated:
+                    assert "is given twice" in str(e), (pairs, str(e))
+                return
+            assert not repeated, pairs
+
+        check()
+    _tried_enough(seen)
+
+
+# --- the model-archive check ----------------------------------------------------------------
+
+ENTRY_NAMES = st.one_of(st.sampled_from([*archive.JSON_ENTRIES, *archive.WEIGHT_ENTRIES]),
+                        st.sampled_from(["../config.json", "/etc/passwd", "assets/x", "config.json/", ""]),
+                        st.text(max_size=12))
+ENTRY_SIZES = st.one_of(st.integers(0, 64), st.sampled_from([archive.MAX_JSON_BYTES + 1, archive.MAX_WEIGHT_BYTES + 1,
+                                                              archive.MAX_JSON_BYTES, 2**40]))
+
+
+def _declared_zip(entries):
+    """A zip archive whose central directory declares ``entries`` (name, uncompressed size); the
+    data stored is a few bytes, as a bomb's would be before it inflates."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), zipfile.ZipFile(buffer, "w") as zf:
+        warnings.simplefilter("ignore", UserWarning)  # zipfile's note on a repeated name: wanted here
+        for name, _ in entries:
+            zf.writestr(zipfile.ZipInfo(name or "_"), b"{}")
+        for info, (_, size) in zip(zf.infolist(), entries):
+            info.file_size = size  # written with the central directory on close
+    return buffer.getvalue()
+
+
+def test_the_model_archive_check_on_generated_archives_and_bytes():
+    seen = []
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.keras"
+
+        @FUZZ
+        @given(st.one_of(st.lists(st.tuples(ENTRY_NAMES, ENTRY_SIZES), max_size=archive.MAX_ENTRIES + 3)
+                         .map(lambda entries: (entries, _declared_zip(entries))),
+                         st.binary(max_size=300).map(lambda raw: (None, raw))))
+        def check(case):
+            entries, raw = case
+            seen.append(raw)
+            path.write_bytes(raw)
+            try:
+                archive.check_model_archive(path)
+            except UserError as e:
+                assert "\n" not in str(e) and len(str(e)) < 600, str(e)
+                return
+            # Accepted: within every bound.
+            with zipfile.ZipFile(path) as zf:
+                infos = zf.infolist()
+            names = [i.filename for i in infos]
+            assert len(infos) <= archive.MAX_ENTRIES and "config.json" in names and len(set(names)) == len(names)
+            for info in infos:
+                limit = archive.MAX_JSON_BYTES if info.filename in archive.JSON_ENTRIES else archive.MAX_WEIGHT_BYTES
+                assert info.filename in (*archive.JSON_ENTRIES, *archive.WEIGHT_ENTRIES) and info.file_size <= limit
 
         check()
     _tried_enough(seen)

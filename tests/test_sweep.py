@@ -109,3 +109,67 @@ def test_a_sweep_stops_trials_early_writes_its_table_and_plot_and_continues_afte
     # Ranked by the best validation -ELBO.
     values = [float(r["best_val_negative_elbo"]) for r in rows]
     assert values == sorted(values)
+
+
+def _session_processes(sid):
+    """Live processes of session ``sid`` (the test started the sweep in a session of its own)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+                cmdline = open(f"/proc/{entry}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] not in (b"Z", b"X"):
+                found.append(f"{entry} {cmdline[:100]}")
+    return found
+
+
+def _start_sweep(command):
+    """``vae sweep`` in a session of its own, once Ray runs a trial."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while (not any("ImplicitFunc" in p for p in _session_processes(proc.pid)) and proc.poll() is None
+           and time.time() < deadline):
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    return proc
+
+
+def _wait_for_no_processes(sid, seconds=30):
+    deadline = time.time() + seconds
+    while (left := _session_processes(sid)) and time.time() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason='Ray Tune is not installed (pip install ".[sweep]")')
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_ray_processes_end_with_a_killed_or_interrupted_sweep_and_a_finished_one_prints_no_traceback(tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"base": {**BASE, "epochs": 4}, "grid": {"beta": [0.5, 1.0]}, "early_stopping": "none"}))
+    out = tmp_path / "sweep"
+    command = [sys.executable, "-m", "mnist_vae", "sweep", str(spec), "--out", str(out)]
+
+    # SIGKILL of the `vae sweep` process alone: the driver under it shuts Ray down.
+    proc = _start_sweep(command)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert _wait_for_no_processes(proc.pid) == []
+
+    # Ctrl-C: exit 130, the command that continues, and no process left.
+    proc = _start_sweep(command)
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert f"the same command again (`vae sweep {spec} --out {out}`) continues the sweep" in err
+    assert _wait_for_no_processes(proc.pid, 10) == []
+
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert {r["status"] for r in _rows(out / "results.csv")} == {"finished"}

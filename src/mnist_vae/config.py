@@ -174,6 +174,8 @@ class Config:
         path = Path(path)
         try:
             values = parse_json(_read_config_text(path))
+        except RepeatedKey as e:
+            raise UserError(f"{path}: {e}") from None
         # JSONDecodeError is a ValueError, and so is an integer of more than 4,300 digits.
         except ValueError as e:
             raise UserError(f"{path}: not a readable JSON config ({_clip(str(e).split(';')[0], 120)})") from None
@@ -187,11 +189,15 @@ def parse_json(text):
     return json.loads(text, object_pairs_hook=_unique_keys)
 
 
+class RepeatedKey(ValueError):
+    """A JSON object names a key twice."""
+
+
 def _unique_keys(pairs):
     keys = [key for key, _ in pairs]
     for key in keys:
         if keys.count(key) > 1:
-            raise ValueError(f"key {_clip(repr(key))} is given twice")
+            raise RepeatedKey(f"key {_short(key)} is given twice; give each once")
     return dict(pairs)
 
 

@@ -225,7 +225,7 @@ def discard(aside):
 def check_output_folder(root, flag="--out"):
     """Refuse, as ``flag``, a folder no run should write into: the file system's root, a top-level
     system folder or the home folder (a run creates, and with ``--overwrite`` replaces, files there)."""
-    resolved = Path(os.path.abspath(root)).resolve()
+    resolved = Path(os.path.realpath(root))  # never raises: a symlink loop is left for locked() to name
     anchor = Path(resolved.anchor)
     what = ("the file system's root" if resolved == anchor else "a top-level system folder" if resolved.parent == anchor
             else "your home folder" if resolved == Path.home().resolve() else None)

@@ -30,7 +30,7 @@ import math
 import re
 from pathlib import Path
 
-from mnist_vae.config import Config, _read_config_text, parse_json
+from mnist_vae.config import Config, RepeatedKey, _read_config_text, parse_json
 from mnist_vae.errors import UserError
 
 METRIC = "val_negative_elbo"  # what ASHA compares and the best checkpoint is chosen on
@@ -80,6 +80,8 @@ def load_spec(path):
     """Read and check a sweep spec; ``UserError`` naming the first problem. Every grid point is a valid Config."""
     try:
         values = parse_json(_read_config_text(Path(path)))
+    except RepeatedKey as e:
+        raise UserError(f"{path}: {e}") from None
     except ValueError as e:
         raise UserError(f"{path}: not a readable JSON sweep spec ({str(e).split(';')[0][:120]})") from None
     return spec_from_dict(values, str(path))
