@@ -310,3 +310,7 @@ def test_a_successful_train_evaluate_and_plot_print_no_warnings(tmp_path):
     for argv in (["evaluate", out, "--iw-samples", "3", "--limit", "100"], ["plot", out]):
         result = run_cli(*argv)
         assert result.returncode == 0 and result.stderr == "", (argv, result.stderr)
+    # On another backend Keras imports TensorFlow to seed it: its start-up notices stay muted too.
+    result = run_cli("train", "--out", tmp_path / "jax", "--limit", "256", "--epochs", "1", "--test-limit", "100",
+                     "--validation-size", "100", "--grid-size", "2", "--quiet", env={"KERAS_BACKEND": "jax"})
+    assert result.returncode == 0 and result.stderr == "", result.stderr

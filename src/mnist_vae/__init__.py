@@ -1,5 +1,6 @@
 """mnist-vae: convolutional variational autoencoders on MNIST-family images, on Keras 3."""
 
+import importlib.util
 import logging
 import os
 import sys
@@ -17,7 +18,9 @@ def _import_keras_quietly():
     or more (or unset) the import is muted too: TF 2.21 prints its start-up notices through absl
     before it reads the variable (e.g. "oneDNN custom operations are on" on CPUs with AVX512_VNNI
     or AVX512_BF16, where it enables oneDNN by default), and child processes inherit the 2 set
-    here. Python exceptions still propagate and print as usual.
+    here. Python exceptions still propagate and print as usual. On the other backends TensorFlow,
+    where installed, is imported in the same muted window: Keras' ``set_random_seed`` imports it
+    to seed it too, and its notices would otherwise come in the middle of a run.
     """
     level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if level.strip() in ("0", "1"):
@@ -29,7 +32,10 @@ def _import_keras_quietly():
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 2)
-        import keras  # noqa: F401
+        import keras
+
+        if keras.backend.backend() != "tensorflow" and importlib.util.find_spec("tensorflow") is not None:
+            import tensorflow  # noqa: F401
     finally:
         os.dup2(saved, 2)
         os.close(saved)
