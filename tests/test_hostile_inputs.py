@@ -4,6 +4,7 @@ code in a model file, runaway sweeps, and messages whose advice would lose work.
 files before and after: a refusal touches nothing."""
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -307,7 +308,9 @@ def test_a_successful_train_evaluate_and_plot_print_no_warnings(tmp_path):
                      "--validation-size", "500", "--grid-size", "4", "--quiet")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
-    for argv in (["evaluate", out, "--iw-samples", "3", "--limit", "100"], ["plot", out]):
+    exportable = all(importlib.util.find_spec(name) for name in ("onnx", "tf2onnx"))
+    for argv in (["evaluate", out, "--iw-samples", "3", "--limit", "100"], ["plot", out],
+                 *([["export", out]] if exportable else [])):
         result = run_cli(*argv)
         assert result.returncode == 0 and result.stderr == "", (argv, result.stderr)
     # On another backend Keras imports TensorFlow to seed it: its start-up notices stay muted too.

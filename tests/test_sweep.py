@@ -85,6 +85,8 @@ def test_a_sweep_stops_trials_early_writes_its_table_and_plot_and_continues_afte
     assert finished, proc.stderr.read()[-3000:] if proc.poll() is not None else "no trial finished in time"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    # The driver under it shuts Ray down on its own (see process_group); until then it holds the folder.
+    assert _wait_for_no_processes(proc.pid) == []
     first = finished[0].parent
     before = {p: p.stat().st_mtime_ns for p in first.rglob("*") if p.is_file()}
 
@@ -161,8 +163,11 @@ def test_the_ray_processes_end_with_a_killed_or_interrupted_sweep_and_a_finished
     proc.wait()
     assert _wait_for_no_processes(proc.pid) == []
 
-    # Ctrl-C: exit 130, the command that continues, and no process left.
+    # Ctrl-C: exit 130, the command that continues, and no process left. Meanwhile, a second
+    # driver on the same folder is refused at once.
     proc = _start_sweep(command)
+    second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2 and "is in use by another vae process" in second.stderr, second.stderr[-2000:]
     os.kill(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]

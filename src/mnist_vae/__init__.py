@@ -35,7 +35,10 @@ def _import_keras_quietly():
         import keras
 
         if keras.backend.backend() != "tensorflow" and importlib.util.find_spec("tensorflow") is not None:
-            import tensorflow  # noqa: F401
+            try:
+                import tensorflow  # noqa: F401
+            except ImportError:  # a broken or stand-in install: Keras treats it as absent too
+                pass
     finally:
         os.dup2(saved, 2)
         os.close(saved)

@@ -8,10 +8,22 @@ logistic mixture's parameters), not images, and works on the padded model side.
 """
 
 import json
+import warnings
 
 from mnist_vae.errors import UserError
 
 FORMATS = ("onnx",)
+
+
+def _export_onnx(model, path):
+    """Keras' ONNX export, without the NumPy FutureWarning its tf2onnx shim raises.
+
+    Keras' ``tf2onnx_lib`` probes ``hasattr(np, "object")``, and NumPy 2 warns on that probe. It
+    is their code, harmless, and the only warning of a successful export: that one is dropped.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"In the future `np\.object` will be defined", category=FutureWarning)
+        model.export(str(path), format="onnx", verbose=False)
 
 
 def export_run(run_dir, fmt="onnx"):
@@ -34,8 +46,7 @@ def export_run(run_dir, fmt="onnx"):
         paths = []
         for name, model in (("encoder", vae.encoder), ("decoder", vae.decoder)):
             path = run.export / f"{name}.onnx"
-            replace_atomically(lambda tmp, model=model: model.export(str(tmp), format="onnx", verbose=False),
-                               path, suffix=".onnx")
+            replace_atomically(lambda tmp, model=model: _export_onnx(model, tmp), path, suffix=".onnx")
             paths.append(path)
         meta = describe(vae, config)
         write_text_atomic(run.export / "export.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")

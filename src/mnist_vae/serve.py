@@ -380,7 +380,8 @@ def serve(run_dir, host="127.0.0.1", port=8000, data_dir=None, out=sys.stdout, a
     import uvicorn
 
     for name in allow_hosts:
-        if not name or "*" in name or any(c in name for c in "/:@ ") and not name.startswith("["):
+        bracketed = name.startswith("[") and name.endswith("]")  # an IPv6 address, as a browser sends it
+        if not name or "*" in name or (not bracketed and any(c in name for c in "/:@ ")):
             raise UserError(f"--allow-host {name!r}: give a host name or address as a browser sends it "
                             "(example.lan, 192.168.1.5, [fe80::1]), without port or wildcard")
     hosts = allowed_hosts(host, allow_hosts)

@@ -215,7 +215,7 @@ def read_history(path):
 
 def run_sweep(spec_path, out, address=None, cpus_per_trial=1, data_dir=None):
     """Run (or continue) the sweep of ``spec_path`` into ``out``; returns the results table's rows."""
-    from mnist_vae.rundir import check_output_folder
+    from mnist_vae.rundir import LOCK_FILE, RunDir, check_output_folder, locked
 
     spec = load_spec(spec_path)
     check_output_folder(out)
@@ -225,18 +225,27 @@ def run_sweep(spec_path, out, address=None, cpus_per_trial=1, data_dir=None):
         if spec_from_dict(json.loads(saved.read_text()), str(saved)).to_json() != spec.to_json():
             raise UserError(f"{out} holds a sweep of another spec ({saved}); continue it with that spec or "
                             "choose another --out")
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise UserError(f"{out} is not empty and holds no sweep; choose an empty or new --out")
     if not isinstance(cpus_per_trial, (int, float)) or not 0 < cpus_per_trial <= 1024:
         raise UserError(f"--cpus-per-trial must be between 0 and 1,024, got {cpus_per_trial}")
     try:
-        import ray
-        from ray import tune
-        from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+        import ray  # noqa: F401
     except ImportError:
         raise UserError('vae sweep needs Ray Tune: pip install "mnist-vae[sweep]" (or "ray[tune]")') from None
 
-    out.mkdir(parents=True, exist_ok=True)
+    # One driver per sweep folder: a second one (or one started while a killed one's Ray is still
+    # shutting down) would resume the same trial folders.
+    with locked(RunDir(out), "vae sweep", create=True):
+        return _fit(spec, out, saved, address, cpus_per_trial, data_dir)
+
+
+def _fit(spec, out, saved, address, cpus_per_trial, data_dir):
+    """The sweep itself, on Ray Tune, under the sweep folder's lock."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
     (out / "trials").mkdir(exist_ok=True)
     if not saved.exists():
         saved.write_text(spec.to_json())

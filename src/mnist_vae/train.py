@@ -17,7 +17,8 @@ from mnist_vae.data import ImageBatches, held_out_images, keras_input, load_spli
 from mnist_vae.errors import UserError
 from mnist_vae.evaluate import LossTerms, evaluate_losses
 from mnist_vae.models import build_vae, set_precision
-from mnist_vae.rundir import RunDir, check_output_folder, discard, locked, save_model_atomic, training_bytes, write_json_atomic, write_text_atomic
+from mnist_vae.rundir import (RunDir, check_output_folder, discard, locked, save_model_atomic, training_bytes,
+                              write_json_atomic, write_text_atomic)
 
 EVAL_BATCH_SIZE = 500
 # metrics.json's train loss: the first images of the training split. The 10,000 of the test set are
@@ -70,7 +71,8 @@ def check_run_dir(run, config, resume, overwrite):
 
 def check_state_matches(run, config):
     """Refuse a resume whose ``config.json`` no longer describes the model its training state saved."""
-    saved = cbs.AtomicBackupAndRestore.saved_state(run.backup).get("extra", {}).get("config")
+    state = cbs.AtomicBackupAndRestore.saved_state(run.backup)
+    saved = state.get("extra", {}).get("config")
     if saved is None:
         return
     fields = {f.name for f in dataclasses.fields(Config)}
@@ -78,10 +80,9 @@ def check_state_matches(run, config):
               if name in fields and name not in UNPINNED and getattr(config, name) != value]
     if differ:
         name = differ[0]
-        epochs = cbs.AtomicBackupAndRestore.saved_state(run.backup).get("epoch", 0)
         raise UserError(f"{run.config}: {name} is {getattr(config, name)!r}, but the training state in {run.backup} "
                         f"was saved with {name} {saved[name]!r}; restore that value in config.json to keep its "
-                        f"{epochs} finished epochs, or train into a new --out")
+                        f"{state.get('epoch', 0)} finished epochs, or train into a new --out")
 
 
 def start_run_dir(run, config, resume):
@@ -111,8 +112,8 @@ def train(config, out=".", resume=False, overwrite=False, data_dir=None, verbose
     config = config.validate()
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pass one")
-    # First: tf.distribute's multi-worker collectives must be set up before TensorFlow runs anything.
     check_output_folder(out)
+    # First: tf.distribute's multi-worker collectives must be set up before TensorFlow runs anything.
     cluster = distribute.start(config.distribute, config.batch_size)
     run = RunDir(out)
     if not cluster.chief:
