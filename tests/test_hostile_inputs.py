@@ -93,6 +93,7 @@ def test_system_folders_and_the_home_folder_are_refused_as_out(tmp_path, monkeyp
                          (str(tmp_path), "your home folder")]:
         with pytest.raises(UserError, match=what):
             check_output_folder(folder)
+    check_output_folder("/app")  # a project folder at the top is no system folder
     before = _snapshot(tmp_path)
     status, err = _main(capfd, "train", "--out", tmp_path, "--limit", "64")
     _assert_one_line(status, err, "is your home folder")

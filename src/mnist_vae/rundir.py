@@ -222,13 +222,21 @@ def discard(aside):
         aside.root.rmdir()
 
 
+# Top-level folders of the operating system (Linux's file system hierarchy, macOS's): a run in one
+# would scatter its files among the system's. A project folder at the top (/app, /work) is fine.
+SYSTEM_FOLDERS = frozenset({"bin", "boot", "dev", "etc", "home", "lib", "lib32", "lib64", "libx32", "media", "mnt",
+                            "opt", "proc", "root", "run", "sbin", "srv", "sys", "tmp", "usr", "var", "Applications",
+                            "Library", "System", "Users", "Volumes", "private", "cores"})
+
+
 def check_output_folder(root, flag="--out"):
     """Refuse, as ``flag``, a folder no run should write into: the file system's root, a top-level
     system folder or the home folder (a run creates, and with ``--overwrite`` replaces, files there)."""
     resolved = Path(os.path.realpath(root))  # never raises: a symlink loop is left for locked() to name
     anchor = Path(resolved.anchor)
-    what = ("the file system's root" if resolved == anchor else "a top-level system folder" if resolved.parent == anchor
-            else "your home folder" if resolved == Path.home().resolve() else None)
+    system = resolved.parent == anchor and resolved.name in SYSTEM_FOLDERS
+    what = ("the file system's root" if resolved == anchor else "a top-level system folder" if system
+            else "your home folder" if resolved == Path(os.path.realpath(Path.home())) else None)
     if what:
         raise UserError(f"{flag} {root} is {what}; a run writes its files there: give it a folder of its own, "
                         f"such as {flag} {Path(root) / 'vae-run'}")
