@@ -21,12 +21,9 @@ def test_defaults_are_the_seed_recipe():
     assert c.validation_size == 5000 and c.limit is None
 
 
-def test_configs_saved_under_the_old_architecture_name_still_load(tmp_path):
-    saved = json.loads(Config().to_json())
-    saved["architecture"] = "seed"  # what runs wrote before the layout was named keras_io
-    (tmp_path / "config.json").write_text(json.dumps(saved))
-    assert Config.load(tmp_path / "config.json") == Config(architecture="keras_io")
-    # Only a renamed name is translated: anything else is still refused as before.
+def test_an_unknown_or_mistyped_architecture_in_a_config_is_refused():
+    with pytest.raises(UserError, match="field architecture must be one of"):
+        Config.from_dict({"architecture": "seed"})  # a preset's name, not an architecture's
     with pytest.raises(UserError, match="field architecture must be one of"):
         Config.from_dict({"architecture": "seeds"})
     with pytest.raises(UserError, match="field architecture must be str"):
@@ -96,8 +93,7 @@ def test_nonsense_flag_values_are_one_line_errors_with_exit_status_2(capsys):
     cases = [
         (["train", "--latent-dim", "two"], "vae train: error: argument --latent-dim: invalid int value: 'two'"),
         (["train", "--dataset", "cifar"], "invalid choice: 'cifar'"),
-        # The architecture once called seed has the name of where it comes from; the flag lists it.
-        (["train", "--architecture", "seed"], "'seed' is now called keras_io; pass --architecture keras_io"),
+        (["train", "--architecture", "seed"], "argument --architecture: invalid choice: 'seed'"),
         (["train", "--bogus"], "vae: error: unrecognized arguments: --bogus"),
         (["train", "a\nb\x1b[2J"], r"unrecognized arguments: a\nb\x1b[2J"),  # control characters escaped
         (["train", "--seed", str(2**32)], "vae train: error: --seed must be between 0 and 4,294,967,295"),

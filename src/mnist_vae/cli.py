@@ -55,18 +55,7 @@ def _add_config_flags(parser):
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
             continue
         base = next(t for t in typing.get_args(hint) if t is not type(None)) if isinstance(hint, types.UnionType) else hint
-        base = _architecture_name if f.name == "architecture" else base
         group.add_argument(flag, type=base, metavar=f.name.upper(), choices=choices.get(f.name), **kwargs)
-
-
-def _architecture_name(text):
-    """An ``--architecture`` value; an old name says what it is called now (saved configs translate it)."""
-    from mnist_vae.models import RENAMED_ARCHITECTURES
-
-    if text in RENAMED_ARCHITECTURES:
-        raise argparse.ArgumentTypeError(f"{text!r} is now called {RENAMED_ARCHITECTURES[text]}; pass "
-                                         f"--architecture {RENAMED_ARCHITECTURES[text]}")
-    return text
 
 
 DATA_DIR_HELP = "folder with the dataset's IDX files (else searched for)"

@@ -24,11 +24,11 @@ class Config:
     binarize: str = "none"
     """Pixel targets: none (grey levels, as the seed) or dynamic (Bernoulli pixels redrawn every epoch)."""
     architecture: str = "conv"
-    """Encoder/decoder family: conv (the seed's description: two stride-2 convolutions, the posterior straight from their features, a Conv2DTranspose decoder), keras_io (the keras-io VAE example's layout, which the seed first copied: conv with a 16-unit ReLU bottleneck, whose units mostly die; called seed before), resnet (residual, no bottleneck) or resnet_ar (resnet with an autoregressive pixel head; needs --binarize dynamic)."""
+    """Encoder/decoder family: conv (the seed's description: two stride-2 convolutions, the posterior straight from their features, a Conv2DTranspose decoder), keras_io (the keras-io VAE example's layout, which the seed first copied: conv with a 16-unit ReLU bottleneck, whose units mostly die), resnet (residual, no bottleneck) or resnet_ar (resnet with an autoregressive pixel head; needs --binarize dynamic)."""
     likelihood: str = "auto"
     """Observation model p(x|z): bernoulli (per-pixel logits), bernoulli_ar (resnet_ar's causal head), logistic_mixture (discretised logistic mixture of 8-bit levels, for colour), or auto: bernoulli_ar for resnet_ar, logistic_mixture for colour datasets, else bernoulli."""
     pixel_layers: int | None = None
-    """Masked 3x3 residual layers in resnet_ar's causal head, after its 7x7 first layer: more context per pixel and capacity, more time per step. Unset: 2 (the head of every resnet_ar run before 2026-12-02). Only for resnet_ar."""
+    """Masked 3x3 residual layers in resnet_ar's causal head, after its 7x7 first layer: more context per pixel and capacity, more time per step. Unset: 2. Only for resnet_ar."""
     latent_dim: int = 2
     """Number of latent dimensions; 2 gives the manifold grid plot."""
     conditional: bool = False
@@ -154,11 +154,6 @@ class Config:
         """Build and validate from a mapping; unknown keys are an error, missing ones take defaults."""
         if not isinstance(values, dict):
             raise UserError(f"{source}: expected a JSON object of config fields")
-        from mnist_vae.models import RENAMED_ARCHITECTURES
-
-        architecture = values.get("architecture")
-        if isinstance(architecture, str) and architecture in RENAMED_ARCHITECTURES:
-            values = {**values, "architecture": RENAMED_ARCHITECTURES[architecture]}  # saved before the rename
         unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             shown = ", ".join(_short(name) for name in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
@@ -275,7 +270,7 @@ LR_SCHEDULES = ("constant", "cosine")
 # Named starting points for a Config; flags given on the command line override them.
 PRESETS = {
     # The defaults: the seed's description with the recipe that reached the best model soonest
-    # (issue 10; BENCHMARKS.md "Time to quality").
+    # (BENCHMARKS.md, "Time to quality").
     "seed": {},
     # The keras-io VAE example's layout and recipe, which the seed started from: Adam 1e-3, constant.
     "keras_io": {"architecture": "keras_io", "learning_rate": 1e-3, "lr_schedule": "constant"},

@@ -678,7 +678,7 @@ def keras_input(batches):
     On TensorFlow, Keras turns a PyDataset into a tf.data pipeline with tf.data's autotuner on,
     and opens a new iterator every epoch (and every validation pass). Deleting an iterator waits
     for the autotuner's thread, which sleeps in periods that double from 10 ms, and is not always
-    woken: measured on the 2-core CPU (2026-12-05), a third to a half of the epochs of 8,192
+    woken: measured on a 2-core CPU, a third to a half of the epochs of 8,192
     images ended with both cores idle for up to 2.6 s, the epoch finishing when the autotuner's
     period ran out (2.56 s or 5.12 s after it began, whatever the model). So on TensorFlow this is
     the same batches, in the same order, from a pipeline with the autotuner off (it has nothing

@@ -88,8 +88,7 @@ def build_keras_io_encoder(image_shape=(32, 32, 1), latent_dim=2, num_classes=0,
 # The factorised decoders' last convolution, which computes the distribution parameters. Under
 # mixed_bfloat16 it computes in bf16 where the observation model allows (``float32_layers``), and
 # the float32 layer "logits" after it casts its output up: decoders return float32 parameters
-# whatever the precision. (Models saved before 2026-12-03 name that convolution "logits", so it
-# stays float32 there.)
+# whatever the precision.
 OUTPUT_LAYER = "output_conv"
 
 
@@ -335,21 +334,18 @@ ARCHITECTURES = {
     # The keras-io example's layout, which the seed copied (Dense 16 bottleneck, its widths): kept
     # under the name of where it comes from, so throughput is compared with it layer for layer.
     "keras_io": Architecture(build_keras_io_encoder, build_conv_decoder),
-    # The same decoder behind an encoder without the dead-unit bottleneck (issue 10, a candidate default).
+    # The same decoder behind an encoder without the dead-unit bottleneck: the seed's description.
     "conv": Architecture(build_conv_encoder, build_conv_decoder),
     "resnet": Architecture(build_resnet_encoder, build_resnet_decoder),
     "resnet_ar": Architecture(build_resnet_encoder, build_resnet_ar_decoder, autoregressive=True),
 }
-# Old architecture name -> its name now: configs saved under the old name still load (Config.from_dict).
-RENAMED_ARCHITECTURES = {"seed": "keras_io"}
 
 
 # Compute precisions by name (Keras dtype policies). Weights and optimizer state are float32 in both.
 PRECISIONS = ("float32", "mixed_bfloat16")
 # Layers kept in float32 whatever the precision: the posterior's parameters and the decoder's
 # output feed the loss's sums over latents and 784 pixels, which bf16's 8-bit mantissa would
-# round coarsely. "logits" is the float32 cast after a factorised decoder's last convolution
-# (the convolution itself in models saved before it existed).
+# round coarsely. "logits" is the float32 cast after a factorised decoder's last convolution.
 FLOAT32_LAYERS = frozenset({"z_mean", "z_log_var", "logits", "head_logits"})
 
 
@@ -640,8 +636,4 @@ class VAE(keras.Model):
         config = dict(config)
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
         config["decoder"] = keras.saving.deserialize_keras_object(config["decoder"])
-        if "likelihood" not in config:
-            # Saved before the likelihood was a property (2026-11-25): then only resnet_ar's
-            # decoder took two inputs, [z, images], and the rest were Bernoulli on padded MNIST.
-            config["likelihood"] = "bernoulli_ar" if len(config["decoder"].inputs) == 2 else "bernoulli"
         return cls(**config)

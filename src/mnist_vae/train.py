@@ -21,8 +21,8 @@ from mnist_vae.rundir import (RunDir, check_output_folder, discard, locked, save
                               write_json_atomic, write_text_atomic)
 
 EVAL_BATCH_SIZE = 500
-# metrics.json's train loss: the first images of the training split. The 10,000 of the test set are
-# as many; all 55,000 cost 0.9% of a 30-epoch seed run on the AVX2 CPU (issue 10 item 7).
+# metrics.json's train loss: the first images of the training split, as many as the test set's 10,000
+# (all 55,000 cost about 1% of a 30-epoch seed run on a 2-core CPU).
 TRAIN_LOSS_IMAGES = 10_000
 LATENT_MONITOR_IMAGES = 1000  # validation images whose posteriors give the per-epoch active units and KL per dimension
 
@@ -189,7 +189,7 @@ def _train_locked(run, config, resume, data_dir, verbose, callbacks, cluster):
 
     def restore_best(epoch, extra):
         checkpoint.best = extra.get("best_val_loss", checkpoint.best)
-        earlier = extra.get("precision")  # absent in states saved before it was recorded
+        earlier = extra.get("precision")
         if earlier and earlier != precision and cluster.chief:
             print(f"vae train: this run trained in {earlier} up to epoch {epoch}; here --precision "
                   f"{config.precision} is {precision}, so it continues in {precision} (its remaining epochs "
