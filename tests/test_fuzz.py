@@ -27,7 +27,7 @@ from mnist_vae.cli import build_parser, config_from_args
 from mnist_vae.config import Config
 from mnist_vae.errors import UserError
 
-# Inputs per test and CI run: 1,500 for each of the seven tests (see the README).
+# Inputs per test and CI run: 1,500 for each of the seven tests (see docs/bad-input.md).
 EXAMPLES = 1500
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])

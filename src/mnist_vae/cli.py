@@ -128,7 +128,7 @@ def build_parser():
     sweep = sub.add_parser("sweep", help="a grid or random search over config fields on Ray Tune, with ASHA early "
                                          "stopping; one run folder per trial, results.csv and sweep.png")
     sweep.add_argument("spec", type=Path, help="JSON sweep spec: base, grid, random, samples, early_stopping, "
-                                               "grace_epochs, plot (see the README)")
+                                               "grace_epochs, plot (see docs/scale-out.md)")
     sweep.add_argument("--out", type=Path, required=True,
                        help="sweep folder; the same command again continues a killed sweep there")
     sweep.add_argument("--address", help="Ray cluster to run the trials on (ray://HOST:10001 or auto; "

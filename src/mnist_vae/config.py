@@ -64,7 +64,7 @@ class Config:
     steps_per_execution: int = 16
     """Train steps per compiled call (at most; a divisor of the batches per epoch is used): fewer Python round trips. The PyTorch backend always runs 1."""
     distribute: str = "none"
-    """Data-parallel engine (distribute.ENGINES): none, mirrored (TensorFlow: this machine's GPUs), multi_worker_mirrored (TensorFlow: one process per worker on one or several machines, the cluster in TF_CONFIG) or data_parallel (JAX: keras.distribution over this process's devices). --batch-size is the global batch, split over the replicas; only worker 0 writes the run folder (README: data-parallel training)."""
+    """Data-parallel engine (distribute.ENGINES): none, mirrored (TensorFlow: this machine's GPUs), multi_worker_mirrored (TensorFlow: one process per worker on one or several machines, the cluster in TF_CONFIG) or data_parallel (JAX: keras.distribution over this process's devices). --batch-size is the global batch, split over the replicas; only worker 0 writes the run folder (docs/scale-out.md)."""
     grid_size: int = 20
     """Rows and columns of the 2-D manifold grid in plots and TensorBoard."""
 

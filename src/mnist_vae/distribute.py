@@ -147,7 +147,7 @@ def _tf_config():
             raise TypeError
     except (ValueError, KeyError, TypeError):
         raise UserError("TF_CONFIG must be JSON with a \"cluster\" object and a \"task\" with \"type\" and an "
-                        f"integer \"index\", got {text[:80]!r}; see the README's data-parallel section") from None
+                        f"integer \"index\", got {text[:80]!r}; see docs/scale-out.md") from None
     return spec
 
 

@@ -21,7 +21,7 @@ from mnist_vae import archive
 from mnist_vae.config import Config
 from mnist_vae.errors import UserError
 
-try:  # POSIX advisory locks; elsewhere runs are not locked (documented in the README)
+try:  # POSIX advisory locks; elsewhere runs are not locked (docs/training.md says so)
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
