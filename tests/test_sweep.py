@@ -13,6 +13,7 @@ import pytest
 
 from conftest import assert_complete_run, run_cli
 from mnist_vae.errors import UserError
+from mnist_vae.rundir import RunDir, locked
 from mnist_vae.sweep import spec_from_dict
 
 BASE = {"epochs": 2, "limit": 2048, "validation_size": 500, "test_limit": 500, "grid_size": 3, "precision": "float32"}
@@ -157,17 +158,20 @@ def test_the_ray_processes_end_with_a_killed_or_interrupted_sweep_and_a_finished
     out = tmp_path / "sweep"
     command = [sys.executable, "-m", "mnist_vae", "sweep", str(spec), "--out", str(out)]
 
+    # One driver per sweep folder: while another holds it, `vae sweep` is refused at once.
+    with locked(RunDir(out), "another vae sweep", create=True):
+        second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2 and "is in use by another vae process" in second.stderr, second.stderr[-2000:]
+    assert [p.name for p in out.iterdir()] == []
+
     # SIGKILL of the `vae sweep` process alone: the driver under it shuts Ray down.
     proc = _start_sweep(command)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert _wait_for_no_processes(proc.pid) == []
 
-    # Ctrl-C: exit 130, the command that continues, and no process left. Meanwhile, a second
-    # driver on the same folder is refused at once.
+    # Ctrl-C: exit 130, the command that continues, and no process left.
     proc = _start_sweep(command)
-    second = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert second.returncode == 2 and "is in use by another vae process" in second.stderr, second.stderr[-2000:]
     os.kill(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]

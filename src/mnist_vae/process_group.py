@@ -47,11 +47,13 @@ def run(command, env=None):
 
     previous = {signum: signal.signal(signum, forward) for signum in FORWARDED}
     try:
-        status = proc.wait()  # retried by Python after each forwarded signal (PEP 475)
+        try:
+            status = proc.wait()  # retried by Python after each forwarded signal (PEP 475)
+        finally:
+            end_group(proc.pid)  # still forwarding: a second Ctrl-C must not cut the clean-up short
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        end_group(proc.pid)
     return (128 - status if status < 0 else status), bool(forwarded)
 
 
