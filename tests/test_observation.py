@@ -143,22 +143,23 @@ def test_a_likelihood_is_a_model_property_saved_with_it(tmp_path):
     assert loaded.geometry == observation.GREY_28
 
 
-@pytest.mark.parametrize("architecture,expected", [("keras_io", "bernoulli"), ("conv", "bernoulli"), ("resnet_ar", "bernoulli_ar")])
-def test_models_saved_before_the_likelihood_was_saved_load_as_what_they_were(tmp_path, architecture, expected):
-    """Old ``vae.keras`` files have no likelihood or pad in their config; the fallback reads the decoder."""
-    vae = models.build_vae(latent_dim=3, architecture=architecture, seed=0)
+def test_a_model_file_that_names_no_likelihood_is_refused_not_guessed(tmp_path):
+    """A ``vae.keras`` without the likelihood in its config cannot say what its decoder returns."""
+    from mnist_vae.errors import UserError
+    from mnist_vae.rundir import load_model
+
+    vae = models.build_vae(latent_dim=3, architecture="resnet_ar", seed=0)
     vae.save(tmp_path / "new.keras")
     with zipfile.ZipFile(tmp_path / "new.keras") as src, zipfile.ZipFile(tmp_path / "old.keras", "w") as dst:
         for item in src.infolist():
             content = src.read(item.filename)
             if item.filename == "config.json":
                 config = json.loads(content)
-                for key in ("likelihood", "pad"):
-                    del config["config"][key]
+                del config["config"]["likelihood"]
                 content = json.dumps(config).encode()
             dst.writestr(item, content)
-    loaded = keras.saving.load_model(tmp_path / "old.keras")
-    assert (loaded.likelihood, loaded.pad) == (expected, 2)
+    with pytest.raises(UserError, match="names no likelihood; re-train it with this version"):
+        load_model(tmp_path / "old.keras")
 
 
 def test_likelihoods_that_do_not_fit_the_data_or_decoder_are_one_line_errors():

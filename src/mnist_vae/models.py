@@ -636,4 +636,6 @@ class VAE(keras.Model):
         config = dict(config)
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
         config["decoder"] = keras.saving.deserialize_keras_object(config["decoder"])
+        if "likelihood" not in config:  # a file this version did not write: its decoder's meaning is unknown
+            raise ValueError("the model's config names no likelihood; re-train it with this version")
         return cls(**config)
