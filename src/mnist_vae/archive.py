@@ -15,7 +15,7 @@ JSON_ENTRIES = ("metadata.json", "config.json")
 WEIGHT_ENTRIES = ("model.weights.h5", "model.weights.npz")
 # The largest model the config allows (resnet_ar, 1,024 latents, 32 pixel layers, 10 classes)
 # saves a 100 KB config.json and 158 MB of weights with Adam's slots: the limits leave about 40x
-# and 3x headroom (tests/test_robustness.py builds that model and checks it fits).
+# and 3x headroom (tests/test_hostile_inputs.py builds that model and checks it fits).
 MAX_JSON_BYTES = 4 << 20
 MAX_WEIGHT_BYTES = 512 << 20
 MAX_ENTRIES = 16
