@@ -47,8 +47,8 @@ def run(variant, splits, epochs=10):
     mixture.components = changes.get("components", default_components)  # read when the decoder is built
     try:
         keras.utils.set_random_seed(0)
-        vae = build_vae(COLOUR_32.model_shape, 16, architecture, seed=0, likelihood="logistic_mixture", pad=0,
-                        beta=changes.get("beta", 1.0), free_bits=changes.get("free_bits", 0.0))
+        vae = build_vae(image_shape=COLOUR_32.model_shape, latent_dim=16, architecture=architecture, seed=0,
+                        likelihood="logistic_mixture", pad=0)
         k, c = mixture.components, COLOUR_32.channels
         if "log_scale_bias" in changes:
             # Output channels are [mixture logits (k), locations (k c), log scales (k c), coefficients]:
@@ -60,8 +60,8 @@ def run(variant, splits, epochs=10):
         if "z_log_var_bias" in changes:
             layer = vae.encoder.get_layer("z_log_var")
             layer.bias.assign(np.full(layer.bias.shape, changes["z_log_var_bias"], "float32"))
-        vae.steps_per_epoch = -(-len(splits.train.images) // 128)
-        vae.compile(optimizer=keras.optimizers.Adam(changes.get("lr", 1e-3)))
+        vae.compile(optimizer=keras.optimizers.Adam(changes.get("lr", 1e-3)), kl_weight=changes.get("beta", 1.0),
+                    free_bits=changes.get("free_bits", 0.0))
         validation = splits.validation.images[:500]
         start, curve = time.perf_counter(), []
         for _ in range(epochs):

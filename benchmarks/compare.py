@@ -197,12 +197,12 @@ def rows(x, include_torch=True):
         # how much of the ratio is the input pipeline and how much the train step.
         (STEP_ALONE, "float32", lambda: KerasRunner(keras_io_reference(shape), ours, 1), "keras_io"),
         (f"mnist-vae fit, keras_io layout, default precision (auto = {auto})", auto,
-         lambda: KerasRunner(models.build_vae(shape, seed=0, precision=auto), ours, spe), "keras_io"),
+         lambda: KerasRunner(models.build_vae(image_shape=shape, seed=0, precision=auto), ours, spe), "keras_io"),
         ("mnist-vae fit, float32", "float32",
-         lambda: KerasRunner(models.build_vae(shape, seed=0), ours, spe), "keras_io"),
+         lambda: KerasRunner(models.build_vae(image_shape=shape, seed=0), ours, spe), "keras_io"),
         # The default layout (no 16-unit bottleneck): not layer for layer, so beside the others.
         (f"mnist-vae fit, default layout conv (auto = {auto})", auto,
-         lambda: KerasRunner(models.build_vae(shape, architecture="conv", seed=0, precision=auto), ours, spe),
+         lambda: KerasRunner(models.build_vae(image_shape=shape, architecture="conv", seed=0, precision=auto), ours, spe),
          "conv"),
     ]
     if include_torch:

@@ -41,7 +41,7 @@ def rows(x):
     auto = resolve_precision("auto")
 
     def ours():
-        return models.build_vae(shape, seed=0, precision=auto)
+        return models.build_vae(image_shape=shape, seed=0, precision=auto)
 
     def batches():
         return data.ImageBatches(x, BATCH, shuffle=True)

@@ -73,7 +73,7 @@ def _run(args, splits):
         config = recipe_config(flags, 0, args.limit)
         curve = TestCurve(config, splits.test.images, time.perf_counter())
         train(config, args.out / f"run{len(results)}", verbose=0, callbacks=[curve])
-        params = models.build_vae((32, 32, 1), config.latent_dim, layout, seed=0).count_params()
+        params = models.build_vae(image_shape=(32, 32, 1), latent_dim=config.latent_dim, architecture=layout, seed=0).count_params()
         results[spec] = {"flags": flags, "params": params, "curve": curve.curve}
         print(f"{spec}: {params:,} parameters; (seconds, test loss) after each epoch: {curve.curve}", flush=True)
     (args.out / "layouts.json").write_text(json.dumps(results, indent=1) + "\n")

@@ -48,7 +48,7 @@ from mnist_vae.train import train  # noqa: E402
 
 def test_loss(encoder, decoder, config, test_images):
     """Test -ELBO of these weights in float32, one posterior sample per image, the same noise every call."""
-    scorer = build_vae(test_images.shape[1:], config.latent_dim, config.architecture, seed=0)
+    scorer = build_vae(image_shape=test_images.shape[1:], latent_dim=config.latent_dim, architecture=config.architecture, seed=0)
     scorer.encoder.set_weights(encoder.get_weights())
     scorer.decoder.set_weights(decoder.get_weights())
     return evaluate_losses(scorer, test_images, 500)["loss"]

@@ -60,11 +60,11 @@ def main():
         ("keras-io GradientTape, numpy arrays (baseline)",
          lambda: keras_io_baseline(shape), dict(x=x, batch_size=128, shuffle=True), 1),
         ("mnist-vae fit, float32, steps_per_execution=1",
-         lambda: models.build_vae(shape, seed=0), ours, 1),
+         lambda: models.build_vae(image_shape=shape, seed=0), ours, 1),
         (f"mnist-vae fit, float32, steps_per_execution={spe}",
-         lambda: models.build_vae(shape, seed=0), ours, spe),
+         lambda: models.build_vae(image_shape=shape, seed=0), ours, spe),
         (f"mnist-vae fit, mixed_bfloat16, steps_per_execution={spe}",
-         lambda: models.build_vae(shape, seed=0, precision="mixed_bfloat16"), ours, spe),
+         lambda: models.build_vae(image_shape=shape, seed=0, precision="mixed_bfloat16"), ours, spe),
     ]
     # This VM's speed drifts between phases up to ~1.6x apart, so variants take turns epoch by
     # epoch (each sees the same phases) and the best epoch is the headline number.

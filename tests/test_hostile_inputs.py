@@ -183,8 +183,8 @@ def test_the_largest_model_the_config_allows_fits_the_archive_bounds(tmp_path):
     from mnist_vae.config import BOUNDS
     from mnist_vae.models import build_vae
 
-    vae = build_vae((32, 32, 1), BOUNDS["latent_dim"][1], "resnet_ar", seed=0, num_classes=10,
-                    pixel_layers=BOUNDS["pixel_layers"][1])
+    vae = build_vae(image_shape=(32, 32, 1), latent_dim=BOUNDS["latent_dim"][1], architecture="resnet_ar", seed=0,
+                    num_classes=10, pixel_layers=BOUNDS["pixel_layers"][1])
     vae.compile(optimizer="adam")
     vae.optimizer.build(vae.trainable_variables)
     vae.save(tmp_path / "largest.keras")

@@ -31,13 +31,14 @@ def test_free_bits_stop_the_gradient_of_dimensions_below_the_threshold():
     np.testing.assert_allclose(grad[:, 1], [1.0, 0.5])  # above: d/dmu of mean_batch(mu^2 / 2)
 
 
-def test_the_models_kl_weight_is_the_epoch_of_the_optimizers_step_counter():
-    vae = models.build_vae(latent_dim=2, seed=0, beta=1.5, kl_warmup=3)
-    vae.compile(keras.optimizers.Adam(1e-3))
-    vae.steps_per_epoch = 10
+def test_the_kl_weight_is_a_schedule_of_the_optimizers_step_counter():
+    vae = models.build_vae(latent_dim=2, seed=0)
+    vae.compile(keras.optimizers.Adam(1e-3), kl_weight=losses.KLSchedule(1.5, warmup_epochs=3, steps_per_epoch=10))
     for step, expected in [(0, 0.0), (9, 0.0), (10, 0.5), (25, 1.0), (30, 1.5), (99, 1.5)]:
         vae.optimizer.iterations.assign(step)
-        assert float(ops.convert_to_numpy(vae.kl_weight())) == pytest.approx(expected), step
+        weight = vae.kl_schedule(vae.optimizer.iterations)
+        assert float(ops.convert_to_numpy(weight)) == pytest.approx(expected), step
+    assert float(ops.convert_to_numpy(vae.kl_schedule.at_epoch(2))) == pytest.approx(1.0)
 
 
 def _history(out):

@@ -274,7 +274,7 @@ def test_head_depth_is_only_for_autoregressive_decoders():
 
 
 def _policies(model):
-    return {layer.name: layer.dtype_policy.name for layer in models._inner_layers(model)
+    return {layer.name: layer.dtype_policy.name for layer in models.inner_layers(model)
             if not isinstance(layer, (keras.Model, keras.layers.InputLayer, models.Sampling))}
 
 
@@ -303,7 +303,7 @@ def test_a_bernoulli_decoder_computes_its_last_convolution_in_bf16_and_a_mixture
     """Bernoulli logits tolerate bf16 (the step is faster); a logistic mixture's bin-wide locations do not."""
     cases = [("bernoulli", (32, 32, 1), "bfloat16"), ("logistic_mixture", (32, 32, 3), "float32")]
     for likelihood, shape, dtype in cases:
-        vae = models.build_vae(shape, latent_dim=4, architecture="conv", seed=0, precision="mixed_bfloat16",
+        vae = models.build_vae(image_shape=shape, latent_dim=4, architecture="conv", seed=0, precision="mixed_bfloat16",
                                likelihood=likelihood)
         assert vae.decoder.get_layer(models.OUTPUT_LAYER).compute_dtype == dtype, likelihood
         z = np.random.default_rng(1).normal(size=(2, 4)).astype("float32")

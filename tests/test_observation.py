@@ -143,8 +143,10 @@ def test_a_likelihood_is_a_model_property_saved_with_it(tmp_path):
     assert loaded.geometry == observation.GREY_28
 
 
-def test_a_model_file_that_names_no_likelihood_is_refused_not_guessed(tmp_path):
-    """A ``vae.keras`` without the likelihood in its config cannot say what its decoder returns."""
+@pytest.mark.parametrize("drop, message", [("model", "holds no model description"),
+                                            ("likelihood", "names no likelihood")])
+def test_a_model_file_that_names_no_likelihood_is_refused_not_guessed(tmp_path, drop, message):
+    """A ``vae.keras`` without its model config, or without the likelihood in it, cannot say what its decoder returns."""
     from mnist_vae.errors import UserError
     from mnist_vae.rundir import load_model
 
@@ -155,10 +157,11 @@ def test_a_model_file_that_names_no_likelihood_is_refused_not_guessed(tmp_path):
             content = src.read(item.filename)
             if item.filename == "config.json":
                 config = json.loads(content)
-                del config["config"]["likelihood"]
+                holder = config["config"] if drop == "model" else config["config"]["model"]
+                del holder[drop]
                 content = json.dumps(config).encode()
             dst.writestr(item, content)
-    with pytest.raises(UserError, match="names no likelihood; re-train it with this version"):
+    with pytest.raises(UserError, match=f"{message}; re-train it with this version"):
         load_model(tmp_path / "old.keras")
 
 

@@ -285,7 +285,7 @@ class LatentMonitor(keras.callbacks.Callback):
         kl_dims = np.asarray(keras.ops.convert_to_numpy(losses.kl_per_dimension(
             keras.ops.convert_to_tensor(z_mean), keras.ops.convert_to_tensor(z_log_var)))).mean(axis=0)
         if logs is not None:
-            logs["kl_weight"] = float(keras.ops.convert_to_numpy(losses.kl_weight(epoch, vae.beta, vae.kl_warmup)))
+            logs["kl_weight"] = float(keras.ops.convert_to_numpy(self.model.kl_schedule.at_epoch(epoch)))
             logs["active_units"] = int(inference.active_units(z_mean).sum())
         if self.writer is not None:
             with self.writer.as_default():

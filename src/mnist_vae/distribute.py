@@ -245,16 +245,50 @@ def loopback_tf_configs(workers):
             for i in range(workers)]
 
 
-def replica_mean(loss):
-    """A replica's share of the batch-mean ``loss``: divided by the replicas TensorFlow sums gradients over.
+def adapt_model(vae, cluster):
+    """Fit ``vae`` (compiled, in ``cluster``'s scope) to its engine: around Keras 3's gaps under tf.distribute.
 
-    Under tf.distribute each replica computes the mean over its slice and the gradients are summed,
-    so each slice's mean counts 1/replicas (Keras' own losses do the same, and its trainer undoes it
-    for the reported ``loss``). keras.distribution on JAX computes one global mean: nothing to do.
+    Nothing changes for one replica or on JAX. Under tf.distribute with several replicas:
+
+    - Each replica computes the mean loss over its slice and TensorFlow sums the gradients, so a
+      slice's mean counts 1/replicas (Keras' own losses are scaled alike, and its trainer undoes
+      it for the reported ``loss``).
+    - Keras' TensorFlow trainer, before its own symbolic build, reduces a whole input batch with
+      ``strategy.reduce``, which takes one value and fails on the (images,) tuple of per-replica
+      values (keras-team/keras#20585). The model and optimizer are built here from symbolic inputs
+      (no noise drawn), and that step skipped: ``KERAS_SYMBOLIC_BUILD``, checked by a canary test.
+    - With several workers, Keras averages a step's logs with ``strategy.reduce("MEAN", value,
+      axis=0)``, which fails on scalar metric values (tensorflow/tensorflow#72388): as (1,)
+      vectors they average to the scalars Keras expects. The epoch's logs are read from the
+      metrics, summed over all workers, as always.
     """
-    if keras.backend.backend() != "tensorflow":
-        return loss
-    import tensorflow as tf
+    if cluster.replicas <= 1 or keras.backend.backend() != "tensorflow":
+        return vae
+    compute_loss = vae.compute_loss
 
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    return loss if replicas == 1 else ops.multiply(loss, 1.0 / replicas)
+    def replica_share(*args, **kwargs):
+        return ops.multiply(compute_loss(*args, **kwargs), 1.0 / cluster.replicas)
+
+    vae.compute_loss = replica_share
+    images = keras.KerasTensor((None, *vae.image_shape))
+    labels = keras.KerasTensor((None, vae.num_classes))
+    vae({"images": images, "labels": labels} if vae.conditional else images, training=False)
+    vae.optimizer.build(vae.trainable_variables)
+    setattr(vae, KERAS_SYMBOLIC_BUILD, lambda iterator=None, data_batch=None: None)
+    if cluster.workers > 1:
+        for step in ("train_step", "test_step"):
+            setattr(vae, step, _with_worker_axis(getattr(vae, step)))
+    return vae
+
+
+# The private method of Keras' TensorFlow trainer that ``fit`` and ``evaluate`` call first, and that
+# ``adapt_model`` replaces; tests/test_distribute.py's canary fails when Keras renames it or stops
+# calling it (the dependency range names the Keras minor versions tested).
+KERAS_SYMBOLIC_BUILD = "_maybe_symbolic_build"
+
+
+def _with_worker_axis(step):
+    def step_with_axis(*args, **kwargs):
+        return {name: ops.reshape(value, (1,)) for name, value in step(*args, **kwargs).items()}
+
+    return step_with_axis

@@ -47,6 +47,30 @@ def kl_weight(epoch, beta=1.0, warmup_epochs=0):
     return beta * ops.minimum(1.0, ops.cast(epoch, "float32") / float(warmup_epochs))
 
 
+class KLSchedule:
+    """The KL term's weight as a function of the optimizer's step, as a learning-rate schedule is.
+
+    ``beta``, reached linearly from 0 over ``warmup_epochs`` whole epochs of ``steps_per_epoch``
+    steps (``kl_weight`` of the step's epoch): a function of the step alone, so a resumed run
+    follows the same curve.
+    """
+
+    def __init__(self, beta=1.0, warmup_epochs=0, steps_per_epoch=None):
+        if warmup_epochs > 0 and not steps_per_epoch:
+            raise ValueError("a KL warm-up counts epochs of steps: give steps_per_epoch")
+        self.beta, self.warmup_epochs, self.steps_per_epoch = float(beta), int(warmup_epochs), steps_per_epoch
+
+    def __call__(self, step):
+        """The weight at optimizer step ``step`` (a Python int or a tensor)."""
+        if self.warmup_epochs <= 0:
+            return self.beta
+        return self.at_epoch(ops.floor_divide(step, self.steps_per_epoch))
+
+    def at_epoch(self, epoch):
+        """The weight all through epoch ``epoch`` (0-based)."""
+        return kl_weight(epoch, self.beta, self.warmup_epochs)
+
+
 def free_bits_kl(kl_dims, free_bits):
     """The free-bits KL term of a batch (Kingma et al., 2016): sum_d max(free_bits, mean_batch KL_d), a scalar.
 

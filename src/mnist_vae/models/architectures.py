@@ -1,0 +1,107 @@
+"""Architectures by name, and the ``ModelConfig`` that says which one a model is: the one thing that builds its parts.
+
+Adding an architecture is one ``ARCHITECTURES`` entry (its builders in a module of their own).
+"""
+
+import dataclasses
+import typing
+
+from mnist_vae.models import autoregressive, conv, resnet
+from mnist_vae.observation import PAD, Geometry, get_likelihood
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """An encoder/decoder pair and the kind of observation model its decoder can parameterise.
+
+    ``build_encoder(image_shape, latent_dim, num_classes=)`` returns a model of the images
+    [, one-hot labels] -> (z_mean, z_log_var); ``build_decoder(image_shape, latent_dim,
+    out_channels, pad, num_classes=)`` a model of z [, labels] [, images] -> the observation
+    model's parameters (batch, H, W, out_channels).
+    """
+
+    build_encoder: typing.Callable
+    build_decoder: typing.Callable
+    autoregressive: bool = False  # the decoder reads the image (a causal head): only autoregressive likelihoods
+
+    def supports(self, likelihood):
+        """Whether this decoder can return ``likelihood``'s parameters (a ``LIKELIHOODS`` name)."""
+        return get_likelihood(likelihood).autoregressive == self.autoregressive
+
+
+# architecture name -> builders; new ones register here.
+ARCHITECTURES = {
+    # The keras-io example's layout, which the seed copied (Dense 16 bottleneck, its widths): kept
+    # under the name of where it comes from, so throughput is compared with it layer for layer.
+    "keras_io": Architecture(conv.build_keras_io_encoder, conv.build_conv_decoder),
+    # The same decoder behind an encoder without the dead-unit bottleneck: the seed's description.
+    "conv": Architecture(conv.build_conv_encoder, conv.build_conv_decoder),
+    "resnet": Architecture(resnet.build_resnet_encoder, resnet.build_resnet_decoder),
+    "resnet_ar": Architecture(resnet.build_resnet_encoder, autoregressive.build_resnet_ar_decoder,
+                              autoregressive=True),
+}
+
+
+def get_architecture(name):
+    """The registered architecture called ``name``, or a ``ValueError`` listing the choices."""
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(ARCHITECTURES)}") from None
+
+
+def default_likelihood(architecture, channels=1):
+    """The observation model an architecture uses when none is named: its head's, else by channel count."""
+    if get_architecture(architecture).autoregressive:
+        return "bernoulli_ar"
+    return "bernoulli" if channels == 1 else "logistic_mixture"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """What a model is: saved inside its ``.keras`` file, and what ``build_parts`` builds it from."""
+
+    architecture: str = "keras_io"  # an ARCHITECTURES name
+    likelihood: str = "bernoulli"  # an observation.LIKELIHOODS name
+    latent_dim: int = 2
+    pixel_layers: int | None = None  # an autoregressive decoder's head depth (None: its builder's default)
+    num_classes: int = 0  # > 0: a conditional VAE (the one-hot label enters encoder and decoder)
+    image_shape: tuple = (32, 32, 1)  # the padded images the model takes
+    pad: int = PAD  # their zero border, which is not scored (observation.Geometry.pad)
+
+    @property
+    def geometry(self):
+        """The ``observation.Geometry``: scored side and channels, and the padding around them."""
+        padded, _, channels = self.image_shape
+        return Geometry(side=padded - 2 * self.pad, channels=channels, pad=self.pad)
+
+    def to_dict(self):
+        """JSON-able fields."""
+        return {**dataclasses.asdict(self), "image_shape": list(self.image_shape)}
+
+    @classmethod
+    def from_dict(cls, values):
+        """Inverse of ``to_dict``; every field must be there (a missing likelihood is never guessed)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing, unknown = [n for n in names if n not in values], sorted(set(values) - set(names))
+        if missing or unknown:
+            what = f"names no {missing[0]}" if missing else f"has unknown fields {unknown}"
+            raise ValueError(f"the model's config {what}; re-train it with this version")
+        return cls(**{**values, "image_shape": tuple(values["image_shape"])})
+
+
+def build_parts(config):
+    """The (encoder, decoder) of a ``ModelConfig``; a ``ValueError`` names what does not fit together."""
+    arch = get_architecture(config.architecture)
+    model, shape = get_likelihood(config.likelihood), config.image_shape
+    if not arch.supports(config.likelihood) or model.check(shape[-1]):
+        raise ValueError(f"architecture {config.architecture!r} with likelihood {config.likelihood!r} on {shape} "
+                         f"images: {model.check(shape[-1]) or 'the decoder cannot return its parameters'}")
+    if config.pixel_layers is not None and not arch.autoregressive:
+        raise ValueError(f"architecture {config.architecture!r} has no causal head for "
+                         f"pixel_layers={config.pixel_layers}")
+    head = {} if config.pixel_layers is None else {"pixel_layers": config.pixel_layers}
+    encoder = arch.build_encoder(shape, config.latent_dim, num_classes=config.num_classes)
+    decoder = arch.build_decoder(shape, config.latent_dim, model.parameter_channels(shape[-1]), config.pad,
+                                 num_classes=config.num_classes, **head)
+    return encoder, decoder
