@@ -39,7 +39,8 @@ import numpy as np  # noqa: E402
 
 from mnist_vae import data, models  # noqa: E402
 from mnist_vae.config import Config  # noqa: E402
-from mnist_vae.train import largest_divisor, precision_refusal, resolve_precision  # noqa: E402
+from mnist_vae.precision import precision_refusal, resolve_precision  # noqa: E402
+from mnist_vae.train import largest_divisor  # noqa: E402
 
 BATCH = 128
 # The row of the reference fed as this package feeds itself: its train step alone (see rows()).

@@ -21,7 +21,7 @@ import numpy as np
 from mnist_vae import evaluate  # before Keras: the package imports it with TensorFlow's start-up notices muted
 from mnist_vae.data import held_out_images, load_splits
 from mnist_vae.rundir import RunDir, load_inference_model
-from mnist_vae.train import precision_refusal
+from mnist_vae.precision import precision_refusal
 
 from keras import ops  # noqa: E402, I001
 

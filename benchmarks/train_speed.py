@@ -20,7 +20,8 @@ import numpy as np  # noqa: E402
 
 from mnist_vae import data, models  # noqa: E402
 from mnist_vae.config import Config  # noqa: E402
-from mnist_vae.train import largest_divisor, resolve_precision  # noqa: E402
+from mnist_vae.precision import resolve_precision  # noqa: E402
+from mnist_vae.train import largest_divisor  # noqa: E402
 
 from compare import keras_io_reference  # noqa: E402  (benchmarks/, this script's folder)
 

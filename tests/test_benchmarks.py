@@ -192,7 +192,7 @@ def test_overheads_accounts_for_the_whole_run_and_restores_what_it_wrapped(tmp_p
     import keras
 
     from mnist_vae import report
-    from mnist_vae import train as train_module
+    from mnist_vae.train import results as train_module
 
     overheads = _load("overheads")
     before = (keras.Model.fit, train_module.evaluate_losses, report.write_plots)

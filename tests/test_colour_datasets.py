@@ -135,7 +135,7 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 
 def test_colour_mnist_is_deterministic_and_keeps_digits_visible():
-    raw = data._read_idx_dataset(data.DATASETS["mnist"], data.locate(data.DATASETS["mnist"]))
+    raw = data.read_idx_dataset(data.DATASETS["mnist"], data.locate(data.DATASETS["mnist"]))
     images, labels = raw[1]
     colour = data.colourise(images[:200], "test")
     np.testing.assert_array_equal(colour, data.colourise(images[:200], "test"))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import idx_bytes, write_fake_dataset
+from mnist_vae.errors import UserError
 from mnist_vae import data
 from mnist_vae.data import DataError
 from mnist_vae.observation import from_model_input
@@ -94,12 +95,12 @@ def test_limit_takes_the_first_training_images_and_never_touches_validation():
     assert len(small.train) == 300
     np.testing.assert_array_equal(small.train.images, full.train.images[:300])
     np.testing.assert_array_equal(small.validation.images, full.validation.images)
-    with pytest.raises(data.UserError, match="--validation-size"):
+    with pytest.raises(UserError, match="--validation-size"):
         data.load_splits("mnist", validation_size=60000)
 
 
 def test_unknown_dataset_lists_the_choices():
-    with pytest.raises(data.UserError, match=r"choose one of \['cifar10', 'colour_mnist', 'fashion_mnist', 'mnist'\]"):
+    with pytest.raises(UserError, match=r"choose one of \['cifar10', 'colour_mnist', 'fashion_mnist', 'mnist'\]"):
         data.get_spec("cifar")
 
 
@@ -183,7 +184,7 @@ def test_download_failure_is_one_clear_line(tmp_path):
     assert "download failed" in str(info.value) and "apt-get install" in str(info.value)
 
 
-@pytest.mark.skipif(not data._has_all("/usr/share/datasets/fashion-mnist", data.DATASETS["fashion_mnist"]),
+@pytest.mark.skipif(not data.has_all("/usr/share/datasets/fashion-mnist", data.DATASETS["fashion_mnist"]),
                     reason="Debian package dataset-fashion-mnist not installed")
 def test_fashion_mnist_from_the_debian_package():
     splits = data.load_splits("fashion_mnist", validation_size=1000, limit=10)
@@ -250,7 +251,7 @@ def test_dynamic_binarisation_redraws_every_epoch_and_reproduces_on_restart():
         data.ImageBatches(grey, 8, binarize=True)
 
 
-@pytest.mark.skipif(not data._has_all("/usr/share/datasets/fashion-mnist", data.DATASETS["fashion_mnist"]),
+@pytest.mark.skipif(not data.has_all("/usr/share/datasets/fashion-mnist", data.DATASETS["fashion_mnist"]),
                     reason="Debian package dataset-fashion-mnist not installed")
 def test_fashion_mnist_trains_evaluates_and_plots_end_to_end(tmp_path):
     import json

@@ -48,7 +48,7 @@ def idx_like(draw):
     dims = draw(st.integers(0, 5))
     shape = draw(st.lists(st.one_of(st.integers(0, 6), st.integers(0, 2**32 - 1)), min_size=dims, max_size=dims))
     header = struct.pack(">HBB", zero, code, dims) + struct.pack(f">{dims}I", *shape)
-    itemsize = data._IDX_DTYPES[code].itemsize if code in data._IDX_DTYPES else 1
+    itemsize = data.idx.IDX_DTYPES[code].itemsize if code in data.idx.IDX_DTYPES else 1
     n = math.prod(shape) * itemsize
     body = draw(st.binary(min_size=max(0, n - 2), max_size=n + 2)) if n <= 4096 else draw(st.binary(max_size=64))
     content = header + body

@@ -3,18 +3,16 @@ finish, system folders and broken links as --out, foreign Host headers, inflatin
 code in a model file, runaway sweeps, and messages whose advice would lose work. Each checks the
 files before and after: a refusal touches nothing."""
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tracemalloc
 import zipfile
 
 import keras
-import numpy as np
 import pytest
 
 from conftest import assert_complete_run, run_cli, tiny_config, write_fake_dataset
@@ -279,7 +277,7 @@ def test_a_checksum_of_another_known_dataset_names_it_and_its_flag(tmp_path, mon
     write_fake_dataset(folder, compress=False)
     digest = hashlib.sha256((folder / "train-images-idx3-ubyte").read_bytes()).hexdigest()
     mnist = data.DATASETS["mnist"]
-    other = data.dataclasses.replace(mnist, name="toy_digits", sha256={**mnist.sha256, "train-images-idx3-ubyte": digest})
+    other = dataclasses.replace(mnist, name="toy_digits", sha256={**mnist.sha256, "train-images-idx3-ubyte": digest})
     monkeypatch.setitem(data.DATASETS, "toy_digits", other)
     with pytest.raises(UserError) as info:
         data.read_idx(folder / "train-images-idx3-ubyte", sha256=mnist.sha256["train-images-idx3-ubyte"])

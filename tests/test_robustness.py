@@ -380,7 +380,7 @@ def test_downloads_use_https_and_stop_at_the_expected_size(tmp_path):
 
     with pytest.raises(DataError, match="more than 1,000 bytes"):
         with open(tmp_path / "out", "wb") as target:
-            data._copy_at_most(Endless(), target, 1000, "https://example.invalid/file.gz")
+            data.sources.copy_at_most(Endless(), target, 1000, "https://example.invalid/file.gz")
 
 
 # 6. One process per run folder; a killed holder's lock is taken over.

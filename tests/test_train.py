@@ -17,7 +17,8 @@ from conftest import REPO, assert_complete_run, run_cli, tiny_config
 from mnist_vae.config import Config
 from mnist_vae.errors import UserError
 from mnist_vae.rundir import RunDir, load_model
-from mnist_vae.train import cpu_has_native_bf16, train
+from mnist_vae.precision import cpu_has_native_bf16
+from mnist_vae.train import train
 
 @pytest.mark.slow
 def test_cli_train_writes_every_promised_file(tmp_path):
@@ -289,7 +290,7 @@ def test_learning_rate_warms_up_linearly_then_follows_the_schedule_over_the_rema
 
 
 def test_auto_precision_picks_bf16_only_on_tensorflow_with_native_bf16(tmp_path):
-    from mnist_vae.train import cpu_has_native_bf16, resolve_precision
+    from mnist_vae.precision import cpu_has_native_bf16, resolve_precision
 
     with_bf16, without = tmp_path / "with", tmp_path / "without"
     with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 fma\n\nprocessor\t: 1\n")
@@ -304,7 +305,7 @@ def test_auto_precision_picks_bf16_only_on_tensorflow_with_native_bf16(tmp_path)
 
 
 def test_onednn_turned_off_or_capped_below_bf16_is_not_native_bf16(tmp_path):
-    from mnist_vae.train import check_precision_runs, emulated_bf16_warning, resolve_precision
+    from mnist_vae.precision import check_precision_runs, emulated_bf16_warning, resolve_precision
 
     with_bf16 = tmp_path / "cpuinfo"
     with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 fma\n")
@@ -367,8 +368,8 @@ def test_a_onednn_cap_below_bf16_refuses_explicit_bf16_and_auto_trains_in_float3
 
 def test_bf16_without_native_instructions_warns_and_a_resume_says_its_precision_changed(tmp_path, capsys,
                                                                                        monkeypatch):
-    from mnist_vae import train as train_module
-    from mnist_vae.train import emulated_bf16_warning
+    from mnist_vae.train import session as train_module
+    from mnist_vae.precision import emulated_bf16_warning
 
     without = tmp_path / "cpuinfo"
     without.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")

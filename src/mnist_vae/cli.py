@@ -197,7 +197,7 @@ def run_plot(args):
 def run_evaluate(args):
     """``vae evaluate DIR``."""
     from mnist_vae.evaluate import evaluate_run, format_table, sample_quality_run
-    from mnist_vae.train import check_precision_runs, emulated_bf16_warning
+    from mnist_vae.precision import check_precision_runs, emulated_bf16_warning
 
     if args.sample_quality:
         from mnist_vae.quality import format_quality

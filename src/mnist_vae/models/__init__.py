@@ -22,6 +22,6 @@ from mnist_vae.precision import PRECISIONS
 __all__ = ["ARCHITECTURES", "Architecture", "AutoregressiveScorer", "FLOAT32_LAYERS", "MaskedConv2D", "ModelConfig",
            "OUTPUT_LAYER", "PRECISIONS", "Sampling", "VAE", "autoregressive_parts", "build_conv_decoder",
            "build_conv_encoder", "build_keras_io_encoder", "build_parts", "build_pixel_head",
-           "build_resnet_ar_decoder", "build_resnet_decoder", "build_resnet_encoder", "columns_seen_beside",
+           "build_resnet_ar_decoder", "build_resnet_decoder", "build_resnet_encoder", "build_vae", "columns_seen_beside",
            "default_likelihood", "float32_layers", "get_architecture", "inner_layers", "pixel_head_stages", "rows_seen_above",
            "set_precision"]
