@@ -316,7 +316,7 @@ def _evaluate_locked(run, config, split, k, batch_size, chunk_size, limit, seed,
         "dataset": config.dataset,
         "split": split,
         "images": len(images),
-        "protocol": _protocol(config.binarize, HELD_OUT_BINARIZE_SEED, split, vae.likelihood),
+        "protocol": vae.observation.protocol(config.binarize, HELD_OUT_BINARIZE_SEED, split),
         "binarize": config.binarize,
         "iw_samples": k,
         "seed": seed,
@@ -383,17 +383,6 @@ def sample_quality_run(run_dir, classifier_path=None, seed=0, data_dir=None, sam
         result = quality.sample_quality(vae, config, classifier, n=samples, seed=seed, data_dir=data_dir)
         write_json_atomic(run.sample_quality, result)
     return result
-
-
-def _protocol(binarize, seed, split, likelihood):
-    if likelihood == "logistic_mixture":
-        return ("8-bit levels under a discretised likelihood: a normalised likelihood of the 8-bit "
-                f"{split} images, comparable in bits/dim with other models of the same images")
-    if binarize == "dynamic":
-        return (f"dynamically binarised training; {split} split binarised once with seed {seed} "
-                "(numbers comparable with Burda et al. 2015 when K=5000 on the full test set)")
-    return ("greyscale: targets are grey levels, so these Bernoulli numbers bound a training "
-            "objective, not a normalised likelihood; compare only with the same protocol")
 
 
 def format_table(result):

@@ -136,6 +136,14 @@ class Bernoulli:
         """Uniform draws ``sample`` takes per pixel: one per channel."""
         return channels
 
+    def protocol(self, binarize, seed, split):
+        """How an evaluation's numbers under this likelihood compare with others', in a sentence."""
+        if binarize == "dynamic":
+            return (f"dynamically binarised training; {split} split binarised once with seed {seed} "
+                    "(numbers comparable with Burda et al. 2015 when K=5000 on the full test set)")
+        return ("greyscale: targets are grey levels, so these Bernoulli numbers bound a training "
+                "objective, not a normalised likelihood; compare only with the same protocol")
+
 
 class AutoregressiveBernoulli(Bernoulli):
     """Bernoulli pixels, each logit conditioned on the pixels before it in raster order (``resnet_ar``).
@@ -284,6 +292,11 @@ class DiscretizedLogisticMixture:
         """Uniform draws ``sample`` takes per pixel."""
         return 1 + channels
 
+    def protocol(self, binarize, seed, split):
+        """How an evaluation's numbers under this likelihood compare with others', in a sentence."""
+        return ("8-bit levels under a discretised likelihood: a normalised likelihood of the 8-bit "
+                f"{split} images, comparable in bits/dim with other models of the same images")
+
     def _channels(self, parameter_channels):
         for c in range(1, 5):
             if self.parameter_channels(c) == parameter_channels:
@@ -296,12 +309,22 @@ def _softmax(logits):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-# name -> observation model; a new likelihood is one entry here (and its builder's output channels).
+# name -> observation model; a new likelihood is one entry here. The first of each kind that models
+# an image's channels is the default (``default_likelihood``), so the order matters.
 LIKELIHOODS = {
     "bernoulli": Bernoulli(),
     "bernoulli_ar": AutoregressiveBernoulli(),
     "logistic_mixture": DiscretizedLogisticMixture(),
 }
+
+
+def default_likelihood(autoregressive, channels):
+    """The likelihood used where none is named: the first registered one of the decoder's kind that models
+    ``channels``-channel images (Bernoulli pixels for grey, a logistic mixture for colour)."""
+    for name, likelihood in LIKELIHOODS.items():
+        if likelihood.autoregressive == autoregressive and likelihood.check(channels) is None:
+            return name
+    raise ValueError(f"no registered likelihood models {channels}-channel images for this decoder")
 
 
 def get_likelihood(name):

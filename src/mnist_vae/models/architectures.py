@@ -8,6 +8,7 @@ import typing
 
 from mnist_vae.models import autoregressive, conv, resnet
 from mnist_vae.observation import PAD, Geometry, get_likelihood
+from mnist_vae.observation import default_likelihood as observation_default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,10 +52,8 @@ def get_architecture(name):
 
 
 def default_likelihood(architecture, channels=1):
-    """The observation model an architecture uses when none is named: its head's, else by channel count."""
-    if get_architecture(architecture).autoregressive:
-        return "bernoulli_ar"
-    return "bernoulli" if channels == 1 else "logistic_mixture"
+    """The observation model an architecture uses when none is named (``observation.default_likelihood``)."""
+    return observation_default(get_architecture(architecture).autoregressive, channels)
 
 
 @dataclasses.dataclass(frozen=True)
