@@ -147,3 +147,18 @@ def test_keras_distribution_on_two_jax_processes_trains_the_curve_of_one(tmp_pat
     assert_complete_run(two, epochs=2)
     _assert_same_curve(_history(one), _history(two))
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
+
+
+def test_canary_the_private_keras_method_adapt_model_replaces_is_still_called_by_fit_and_evaluate():
+    """``distribute.adapt_model`` replaces one private method of Keras' TensorFlow trainer; fail when Keras changes it."""
+    pytest.importorskip("tensorflow")
+    import inspect
+
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+    from mnist_vae.distribute import KERAS_SYMBOLIC_BUILD
+
+    assert inspect.signature(getattr(TensorFlowTrainer, KERAS_SYMBOLIC_BUILD)).parameters.keys() >= {
+        "iterator", "data_batch"}
+    for method in (TensorFlowTrainer.fit, TensorFlowTrainer.evaluate):
+        assert f"self.{KERAS_SYMBOLIC_BUILD}(iterator=" in inspect.getsource(method), method.__name__
