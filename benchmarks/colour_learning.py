@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from mnist_vae.data import load_splits
-from mnist_vae.evaluate import bits_per_dim, evaluate_losses
+from mnist_vae.estimators import bits_per_dim, evaluate_losses
 from mnist_vae.models import OUTPUT_LAYER, build_vae
 from mnist_vae.observation import COLOUR_32, get_likelihood
 

@@ -4,7 +4,7 @@
 
 Rows, each timed over one epoch of the same images, taking turns epoch by epoch after a warm-up
 epoch (so that whatever slows the machine for a while, another process or the VM, falls on every row;
-the ~1.5x slow epochs seen until 2026-12-05 were tf.data's autotuner, see ``data.keras_input``):
+the ~1.5x slow epochs the pipeline once had were tf.data's autotuner, see ``data.keras_input``):
 
 - this package's ``fit`` with ``--precision auto`` (the default) and with float32;
 - a keras-io-style reference: a subclassed ``keras.Model`` with a ``tf.GradientTape`` train step,

@@ -11,7 +11,7 @@ turns the autotuner off). Each round runs one ``fit`` of ``--epochs`` epochs per
 - the keras-io-style reference (``compare.keras_io_reference``) fed NumPy arrays, as the keras-io
   example feeds it, and the same fed ``data.keras_input``;
 - this package's default precision on the keras_io layers fed its ``ImageBatches`` as a plain
-  PyDataset (Keras' pipeline, autotuner on: what ``vae train`` did until 2026-12-05), and through
+  PyDataset (Keras' pipeline, autotuner on: what ``vae train`` once did), and through
   ``data.keras_input``.
 
 Prints every epoch's seconds (from ``on_epoch_begin`` to ``on_epoch_end``) and each row's mean of

@@ -2,13 +2,13 @@
 
     python benchmarks/eval_speed.py RUN_DIR [RUN_DIR ...] [--images N] [--k K] [--repeats R]
 
-For each trained run (`vae train` folders), ``evaluate.importance_weighted`` on the first N
+For each trained run (`vae train` folders), ``estimators.importance_weighted`` on the first N
 held-out test images (binarised as ``vae evaluate`` does) with K samples, in each variant,
 interleaved, R repeats: float32 (what ``vae evaluate`` does by default), mixed_bfloat16
 (``--precision mixed_bfloat16``), and for an autoregressive decoder also the earlier scoring that
 ran the whole decoder on K copies of each image (``repeated images``). Prints images x samples
 per second (median and best), the speed against float32, the mean IW-NLL and its shift from
-float32: the number that says whether bf16 may be used (issue 10: under 0.05 nats).
+float32: the number that says whether bf16 may be used (the target: under 0.05 nats).
 """
 
 import argparse
@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from mnist_vae import evaluate  # before Keras: the package imports it with TensorFlow's start-up notices muted
+from mnist_vae import estimators, evaluate  # before Keras: the package imports it with TensorFlow's start-up notices muted
 from mnist_vae.data import held_out_images, load_splits
 from mnist_vae.rundir import RunDir, load_inference_model
 from mnist_vae.precision import precision_refusal
@@ -58,13 +58,13 @@ def measure(run_dir, images_n, k, repeats, batch_size, chunk_size):
     images = held_out_images(test.images, config.binarize)[:images_n]
     found = variants(run)
     for vae, scorer in found.values():  # trace and warm the kernels once, outside the timings
-        evaluate.importance_weighted(vae, images[:batch_size], min(k, chunk_size), batch_size, chunk_size,
+        estimators.importance_weighted(vae, images[:batch_size], min(k, chunk_size), batch_size, chunk_size,
                                      scorer=scorer)
     times, nll = {name: [] for name in found}, {}
     for _ in range(repeats):
         for name, (vae, scorer) in found.items():
             start = time.perf_counter()
-            nll[name], _ = evaluate.importance_weighted(vae, images, k, batch_size, chunk_size, scorer=scorer)
+            nll[name], _ = estimators.importance_weighted(vae, images, k, batch_size, chunk_size, scorer=scorer)
             times[name].append(time.perf_counter() - start)
     rate = {name: len(images) * k / statistics.median(t) for name, t in times.items()}
     for name in found:

@@ -1,4 +1,4 @@
-"""The GPU figures of issue 10: a preset trained, then its K=5000 bound on the full test set, timed.
+"""The GPU figures: a preset trained, then its K=5000 bound on the full test set, timed.
 
     KERAS_BACKEND=torch python benchmarks/gpu.py OUT [--preset seed|literature] [--k 5000] [--images 10000]
 

@@ -97,7 +97,7 @@ def model_step(architecture, precision, batch, seed, float32_output=False):
     """One compiled ``VAE.train_step`` (with Adam) on a fixed random binary batch.
 
     ``float32_output``: the decoder's last convolution (``models.OUTPUT_LAYER``) computes in
-    float32 on a float32 copy of its input, as it did before 2026-12-03, instead of in bf16 with
+    float32 on a float32 copy of its input, as it once did, instead of in bf16 with
     its output cast up (the Bernoulli default, ``models.float32_layers``): what that costs.
     """
     vae = models.build_vae(architecture=architecture, seed=seed, precision=precision)
@@ -105,7 +105,7 @@ def model_step(architecture, precision, batch, seed, float32_output=False):
         vae.decoder.get_layer(models.OUTPUT_LAYER).dtype_policy = "float32"
     vae.compile(keras.optimizers.Adam(1e-3), jit_compile=False)
     images = (np.random.default_rng(seed).random((batch, 32, 32, 1)) < 0.2).astype("float32")
-    vae.build_for_training()
+    vae.optimizer.build(vae.trainable_variables)  # the model is built; the step then creates no variable
     step = tf.function(vae.train_step)
     return step, tf.constant(images), vae
 

@@ -41,7 +41,7 @@ from compare import BATCH, keras_io_reference  # noqa: E402
 from mnist_vae import inference  # noqa: E402
 from mnist_vae.config import Config  # noqa: E402
 from mnist_vae.data import ImageBatches, keras_input, load_splits  # noqa: E402
-from mnist_vae.evaluate import evaluate_losses  # noqa: E402
+from mnist_vae.estimators import evaluate_losses  # noqa: E402
 from mnist_vae.models import build_vae  # noqa: E402
 from mnist_vae.train import train  # noqa: E402
 

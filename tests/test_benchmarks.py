@@ -96,7 +96,7 @@ def test_eval_speed_times_every_variant_and_the_scorer_matches_repeated_images(t
 
 @pytest.mark.slow
 def test_the_gpu_machines_script_runs_both_presets_without_tensorflow(tmp_path):
-    """`gpu_device.sh run` (and so `gpu.py`) as a lent GPU machine runs it: torch, no TensorFlow; tiny settings (issue 10 item 5)."""
+    """`gpu_device.sh run` (and so `gpu.py`) as a lent GPU machine runs it: torch, no TensorFlow; tiny settings."""
     import os
     import subprocess
 
@@ -187,22 +187,15 @@ def test_time_to_quality_scores_both_recipes_every_epoch_and_reuses_the_referenc
     assert printed.count("| both | 0 |") == 1
 
 
-def test_overheads_accounts_for_the_whole_run_and_restores_what_it_wrapped(tmp_path, capsys):
-    """benchmarks/overheads.py: every phase timed, the projection adds up, and nothing stays patched."""
-    import keras
-
-    from mnist_vae import report
-    from mnist_vae.train import results as train_module
-
+def test_overheads_accounts_for_the_whole_run(tmp_path, capsys):
+    """benchmarks/overheads.py: every phase timed from its own callback, and the projection adds up."""
     overheads = _load("overheads")
-    before = (keras.Model.fit, train_module.evaluate_losses, report.write_plots)
     summary = overheads.main([str(tmp_path), "--epochs", "2", "--project", "5", "--",
                               "--limit", "256", "--validation-size", "500", "--test-limit", "100",
                               "--batch-size", "64", "--grid-size", "4"])
-    assert (keras.Model.fit, train_module.evaluate_losses, report.write_plots) == before
     phases = summary["phases"]
-    for name in ("training steps", "validation pass", "epoch end: AtomicModelCheckpoint",
-                 "after fit: losses of train, validation, test", "after fit: plots"):
+    for name in ("training steps", "validation pass", "epoch end: callbacks (checkpoint, logs, pictures, resume state)",
+                 "after fit: save, score the splits, plots"):
         assert phases[name] > 0, name
     assert len(summary["epochs"]) == 2
     # Epoch phases: the first epoch once, the later one's four times more; the rest as measured.

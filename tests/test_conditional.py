@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from mnist_vae import data, evaluate, inference, models
+from mnist_vae import data, estimators, evaluate, inference, models
 from mnist_vae.config import Config
 from mnist_vae.errors import UserError
 
@@ -62,7 +62,7 @@ def test_autoregressive_conditional_sampling_matches_the_full_decoder():
 def test_the_marginal_likelihood_combines_the_per_label_bounds():
     vae = models.build_vae(latent_dim=2, seed=0, num_classes=10)
     x = data.load_splits("mnist", validation_size=100, limit=1).test.images[:6]
-    per_label = np.stack([evaluate.importance_weighted(vae, x, k=20, batch_size=6, labels=c)[0] for c in range(10)])
+    per_label = np.stack([estimators.importance_weighted(vae, x, k=20, batch_size=6, labels=c)[0] for c in range(10)])
     marginal = -(np.logaddexp.reduce(-per_label, axis=0) - np.log(10))
     # p(x) = mean_y p(x|y): never below the smallest -log p(x|y) minus nothing, nor above it plus log 10.
     assert (marginal >= per_label.min(axis=0) - 1e-9).all() and (marginal <= per_label.min(axis=0) + np.log(10)).all()

@@ -2,7 +2,7 @@
 
 Tolerance: one process and two workers take the same steps on the same global batches and differ
 in the posterior noise each replica draws for its half of a batch, which acts like another noise
-seed. Measured 2026-12-02 (AVX512_BF16 CPU, float32): on 2,048 images their per-epoch losses
+seed. Measured on an AVX512_BF16 CPU in float32: on 2,048 images their per-epoch losses
 agreed within 0.5% over 2 epochs; on 8,192 images x 3 epochs within 2.4%, while seeds 0-2 of one
 process spread over 7% there. The test allows 3%. A wrong global batch is far outside it: 64 or
 256 instead of 128 moves the first epoch's training loss by 21%.

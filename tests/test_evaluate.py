@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from mnist_vae import data, evaluate, inference, losses, models
+from mnist_vae import data, estimators, evaluate, inference, losses, models
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_quadrature_is_converged(one_d_model):
 
 def test_iw_estimate_matches_exact_log_likelihood(one_d_model):
     vae, x, exact = one_d_model
-    nll, _ = evaluate.importance_weighted(vae, x, k=5000, batch_size=8, chunk_size=500)
+    nll, _ = estimators.importance_weighted(vae, x, k=5000, batch_size=8, chunk_size=500)
     assert abs(float((nll - exact).mean())) < 0.05
     assert np.abs(nll - exact).max() < 0.15  # one image's Monte-Carlo error at K=5000
 
@@ -51,7 +51,7 @@ def test_bound_tightens_with_k_and_stays_below_the_elbo(one_d_model):
     vae, x, exact = one_d_model
     gaps = {}
     for k in (1, 10, 1000):
-        nll, reconstruction = evaluate.importance_weighted(vae, x, k=k, batch_size=8, seed=1)
+        nll, reconstruction = estimators.importance_weighted(vae, x, k=k, batch_size=8, seed=1)
         gaps[k] = float((nll - exact).mean())
     # Measured here: mean gaps of ~2-4.5 nats (K=1), ~0.7-1.1 (K=10), ~0.01 (K=1000), depending on seed.
     assert gaps[1] > gaps[10] > abs(gaps[1000])
@@ -64,7 +64,7 @@ def test_bound_tightens_with_k_and_stays_below_the_elbo(one_d_model):
 
 def test_chunk_size_does_not_change_the_estimate(one_d_model):
     vae, x, _ = one_d_model
-    results = [evaluate.importance_weighted(vae, x, k=50, batch_size=8, chunk_size=c)[0]
+    results = [estimators.importance_weighted(vae, x, k=50, batch_size=8, chunk_size=c)[0]
                for c in (1, 7, 50)]
     for other in results[1:]:
         np.testing.assert_allclose(other, results[0], rtol=1e-6)
@@ -73,7 +73,7 @@ def test_chunk_size_does_not_change_the_estimate(one_d_model):
 def test_active_units_and_bits_per_dim():
     z_mean = np.stack([np.linspace(-1, 1, 100), np.full(100, 0.3), 0.05 * np.sin(np.arange(100))], axis=1)
     np.testing.assert_array_equal(inference.active_units(z_mean), [True, False, False])
-    assert evaluate.bits_per_dim(784 * math.log(2), 784) == pytest.approx(1.0)
+    assert estimators.bits_per_dim(784 * math.log(2), 784) == pytest.approx(1.0)
 
 
 def test_dead_relu_units_are_the_ones_zero_on_every_image():
@@ -121,11 +121,11 @@ class _Interrupted(Exception):
     pass
 
 
-_LOG_WEIGHTS = evaluate.log_weights
+_LOG_WEIGHTS = estimators.log_weights
 
 
 def _counting_log_weights(monkeypatch, stop_after=None):
-    """Patch ``evaluate.log_weights`` to count its calls (one per chunk), raising after ``stop_after``."""
+    """Patch ``estimators.log_weights`` to count its calls (one per chunk), raising after ``stop_after``."""
     calls = []
     real = _LOG_WEIGHTS  # not the attribute: it may be an earlier patch
 
@@ -135,7 +135,7 @@ def _counting_log_weights(monkeypatch, stop_after=None):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(evaluate, "log_weights", counted)
+    monkeypatch.setattr(estimators, "log_weights", counted)
     return calls
 
 
@@ -175,18 +175,18 @@ def test_an_interrupted_evaluation_continues_to_the_uninterrupted_numbers(traine
 def test_a_conditional_models_saved_progress_is_kept_per_label(tmp_path, monkeypatch):
     vae = models.build_vae(latent_dim=2, seed=0, num_classes=10)
     x = data.load_splits("mnist", validation_size=100, limit=1).test.images[:8]
-    expected = [evaluate.importance_weighted(vae, x, k=4, batch_size=4, labels=c) for c in range(3)]
+    expected = [estimators.importance_weighted(vae, x, k=4, batch_size=4, labels=c) for c in range(3)]
 
     path = tmp_path / "evaluation.partial.npz"
     progress = evaluate.Progress(path, {"k": 4}, slots=3, n=len(x), save_every=0.0)
     _counting_log_weights(monkeypatch, stop_after=3)  # label 0 done, label 1 half done
     with pytest.raises(_Interrupted):
         for c in range(3):
-            evaluate.importance_weighted(vae, x, k=4, batch_size=4, labels=c, progress=progress, slot=c)
+            estimators.importance_weighted(vae, x, k=4, batch_size=4, labels=c, progress=progress, slot=c)
     progress = evaluate.Progress(path, {"k": 4}, slots=3, n=len(x))
     assert progress.done == pytest.approx(3 / 6)
     calls = _counting_log_weights(monkeypatch)
-    got = [evaluate.importance_weighted(vae, x, k=4, batch_size=4, labels=c, progress=progress, slot=c)
+    got = [estimators.importance_weighted(vae, x, k=4, batch_size=4, labels=c, progress=progress, slot=c)
            for c in range(3)]
     assert len(calls) == 3
     for (nll, rec), (want_nll, want_rec) in zip(got, expected):
@@ -231,8 +231,8 @@ def test_binarised_runs_train_and_evaluate_under_the_stated_protocol(tmp_path):
 def test_autoregressive_decoders_are_scored_with_the_image_and_chunking_does_not_matter():
     vae = models.build_vae(latent_dim=3, architecture="resnet_ar", seed=0)
     x = (np.random.default_rng(0).random((4, 32, 32, 1)) < 0.3).astype("float32")
-    a, rec_a = evaluate.importance_weighted(vae, x, k=6, batch_size=4, chunk_size=6, seed=1)
-    b, rec_b = evaluate.importance_weighted(vae, x, k=6, batch_size=4, chunk_size=4, seed=1)
+    a, rec_a = estimators.importance_weighted(vae, x, k=6, batch_size=4, chunk_size=6, seed=1)
+    b, rec_b = estimators.importance_weighted(vae, x, k=6, batch_size=4, chunk_size=4, seed=1)
     np.testing.assert_allclose(a, b, rtol=1e-6)
     np.testing.assert_allclose(rec_a, rec_b, rtol=1e-6)
     # The reconstruction term is log p(x|z) with the head reading x itself: flipping one pixel's

@@ -16,9 +16,11 @@ import keras
 import pytest
 
 from conftest import assert_complete_run, run_cli, tiny_config, write_fake_dataset
-from mnist_vae import archive, data, serve
+from mnist_vae import archive, data, explore, serve
 from mnist_vae.errors import UserError
-from mnist_vae.rundir import RunDir, check_output_folder, load_model
+from mnist_vae.archive import load_model
+from mnist_vae.replacing import remove_temporaries
+from mnist_vae.rundir import RunDir, check_output_folder
 from mnist_vae.train import train
 from test_robustness import _assert_one_line, _copy_run, _main, _snapshot
 
@@ -80,7 +82,7 @@ def test_what_a_killed_overwrite_set_aside_is_removed_by_name_at_the_next_lock(t
     (aside / "models").mkdir(parents=True)
     shutil.copy(out / "models" / "vae.keras", aside / "models" / "vae.keras")
     (aside / "models" / "mine.txt").write_text("not a run file")
-    RunDir(out).remove_temporaries()
+    remove_temporaries(RunDir(out))
     assert not (aside / "models" / "vae.keras").exists()
     assert (aside / "models" / "mine.txt").read_text() == "not a run file"
 
@@ -123,7 +125,7 @@ def test_symlink_loops_and_dangling_links_as_out_are_named_as_such(tmp_path, cap
 def test_the_explorer_refuses_a_foreign_host_and_names_the_run_not_its_path(trained_run):
     from fastapi.testclient import TestClient
 
-    explorer = serve.Explorer.from_run(trained_run[0])
+    explorer = explore.Explorer.from_run(trained_run[0])
     app = serve.create_app(explorer, serve.allowed_hosts("127.0.0.1"))
     for path in ("/", "/api/info", "/api/test/0"):
         response = TestClient(app, base_url="http://evil.example").get(path)

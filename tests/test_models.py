@@ -11,7 +11,7 @@ import pytest
 
 from mnist_vae import models
 from mnist_vae.errors import UserError
-from mnist_vae.rundir import load_model
+from mnist_vae.archive import load_model
 
 
 def _batch(n=8, seed=0):
@@ -22,7 +22,7 @@ def test_shapes_for_several_latent_sizes():
     for latent_dim in (1, 2, 5):
         vae = models.build_vae(latent_dim=latent_dim, seed=0)
         out = vae(_batch(3))
-        assert tuple(out["logits"].shape) == (3, 32, 32, 1)
+        assert tuple(out["params"].shape) == (3, 32, 32, 1)
         assert tuple(out["z_mean"].shape) == (3, latent_dim)
         assert tuple(out["z_log_var"].shape) == (3, latent_dim)
         assert vae.latent_dim == latent_dim and vae.image_shape == (32, 32, 1)
@@ -115,7 +115,7 @@ def test_saved_models_reload_identically_in_a_fresh_process(precision, tmp_path)
     expected = {
         "z_mean": vae.encoder.predict(x, verbose=0)[0],
         "decoded": vae.decoder.predict(np.array([[0.3, -1.0]], "float32"), verbose=0),
-        "vae_logits": keras.ops.convert_to_numpy(vae(x)["logits"]),  # the next sample of the saved RNG state
+        "vae_logits": keras.ops.convert_to_numpy(vae(x)["params"]),  # the next sample of the saved RNG state
     }
     # Reload in another interpreter: only `import mnist_vae`, no custom_objects, safe_mode on.
     script = textwrap.dedent(f"""
@@ -127,10 +127,10 @@ def test_saved_models_reload_identically_in_a_fresh_process(precision, tmp_path)
         dec = keras.saving.load_model(d + "/decoder.keras", safe_mode=True)
         np.save(d + "/z_mean.npy", enc.predict(x, verbose=0)[0])
         np.save(d + "/decoded.npy", dec.predict(np.array([[0.3, -1.0]], "float32"), verbose=0))
-        np.save(d + "/vae_logits.npy", keras.ops.convert_to_numpy(vae(x)["logits"]))
+        np.save(d + "/vae_logits.npy", keras.ops.convert_to_numpy(vae(x)["params"]))
         assert type(vae).__name__ == "VAE" and vae.optimizer is not None
         # The training precision is saved with the layers; the output layers stay float32.
-        assert dec.get_layer("logits").dtype_policy.name == "float32"
+        assert dec.get_layer("params").dtype_policy.name == "float32"
         assert dec.layers[1].dtype_policy.name == {precision!r}, dec.layers[1].dtype_policy
     """)
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)

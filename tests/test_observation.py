@@ -148,7 +148,7 @@ def test_a_likelihood_is_a_model_property_saved_with_it(tmp_path):
 def test_a_model_file_that_names_no_likelihood_is_refused_not_guessed(tmp_path, drop, message):
     """A ``vae.keras`` without its model config, or without the likelihood in it, cannot say what its decoder returns."""
     from mnist_vae.errors import UserError
-    from mnist_vae.rundir import load_model
+    from mnist_vae.archive import load_model
 
     vae = models.build_vae(latent_dim=3, architecture="resnet_ar", seed=0)
     vae.save(tmp_path / "new.keras")

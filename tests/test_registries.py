@@ -18,7 +18,8 @@ from mnist_vae import data, models, observation
 from mnist_vae.config import Config
 from mnist_vae.evaluate import evaluate_run
 from mnist_vae.models.layers import as_float32
-from mnist_vae.rundir import RunDir, load_model
+from mnist_vae.archive import load_model
+from mnist_vae.rundir import RunDir
 from mnist_vae.train import train
 
 SIGMA = 0.2  # the toy Gaussian's fixed standard deviation

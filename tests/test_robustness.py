@@ -21,7 +21,10 @@ from mnist_vae import cli, data
 from mnist_vae.config import Config
 from mnist_vae.data import DataError
 from mnist_vae.errors import UserError
-from mnist_vae.rundir import RunDir, load_model, locked, temporary_beside
+from mnist_vae.archive import load_model
+from mnist_vae.atomic import temporary_beside
+from mnist_vae.lock import locked
+from mnist_vae.rundir import RunDir
 from mnist_vae.train import train
 
 MNIST = data.DATASETS["mnist"]
@@ -387,7 +390,8 @@ def test_downloads_use_https_and_stop_at_the_expected_size(tmp_path):
 
 _HOLD_LOCK = """
 import sys, time
-from mnist_vae.rundir import RunDir, locked
+from mnist_vae.lock import locked
+from mnist_vae.rundir import RunDir
 with locked(RunDir(sys.argv[1]), "vae train --out test"):
     print("locked", flush=True)
     time.sleep(600)

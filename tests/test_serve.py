@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from mnist_vae import inference, serve
+from mnist_vae import explore, inference, serve
 from mnist_vae.errors import UserError
 
 from conftest import run_cli, tiny_config
@@ -17,7 +17,7 @@ LOOPBACK = "http://127.0.0.1"  # requests must name the server (the client's def
 
 @pytest.fixture(scope="module")
 def explorer(trained_run):
-    return serve.Explorer.from_run(trained_run[0])
+    return explore.Explorer.from_run(trained_run[0])
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_planes_of_a_larger_latent_space(tmp_path):
     from mnist_vae.train import train
 
     train(tiny_config(latent_dim=4, epochs=1), tmp_path, verbose=0)
-    explorer = serve.Explorer.from_run(tmp_path)
+    explorer = explore.Explorer.from_run(tmp_path)
     client = fastapi_testclient.TestClient(serve.create_app(explorer), base_url=LOOPBACK)
     info = client.get("/api/info").json()
     plane = info["plane"]
@@ -126,7 +126,7 @@ def test_planes_of_a_larger_latent_space(tmp_path):
     np.testing.assert_allclose(axes @ axes.T, np.eye(2), atol=1e-9)  # orthonormal
     # A point of the plane decodes like the latent the page computes from it.
     z = np.asarray(plane["origin"]) + 0.5 * axes[0] - 0.25 * axes[1]
-    np.testing.assert_allclose(serve.Plane(**{**plane, "origin": np.asarray(plane["origin"]), "axes": axes,
+    np.testing.assert_allclose(explore.Plane(**{**plane, "origin": np.asarray(plane["origin"]), "axes": axes,
                                                "explained": None, "dims": None}).project(z[None])[0],
                                [0.5, -0.25], atol=1e-9)
     dims = client.get("/api/points", params={"kind": "dims", "i": 3, "j": 1, "origin": 7}).json()
@@ -142,7 +142,7 @@ def test_conditional_models_need_a_label_per_request_or_per_latent(tmp_path):
     from mnist_vae.train import train
 
     train(tiny_config(conditional=True, epochs=1), tmp_path, verbose=0)
-    explorer = serve.Explorer.from_run(tmp_path)
+    explorer = explore.Explorer.from_run(tmp_path)
     client = fastapi_testclient.TestClient(serve.create_app(explorer), base_url=LOOPBACK)
     assert client.get("/api/info").json()["class_names"][:2] == explorer.class_names[:2]
     z = [[0.0, 0.0]] * 10
@@ -160,7 +160,7 @@ def test_an_autoregressive_model_is_not_decoded_live(tmp_path):
 
     train(tiny_config(architecture="resnet_ar", binarize="dynamic", latent_dim=2, limit=64, test_limit=50,
                       grid_size=2), tmp_path, verbose=0)
-    client = fastapi_testclient.TestClient(serve.create_app(serve.Explorer.from_run(tmp_path)), base_url=LOOPBACK)
+    client = fastapi_testclient.TestClient(serve.create_app(explore.Explorer.from_run(tmp_path)), base_url=LOOPBACK)
     info = client.get("/api/info").json()
     assert (info["live"], info["autoregressive"], info["max_decode"]) == (False, True, 16)
     assert client.post("/api/decode", json={"z": [[0.0, 0.0]] * 17}).status_code == 422

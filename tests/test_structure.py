@@ -59,7 +59,9 @@ def test_imports_form_no_cycle_counting_imports_inside_functions():
 
     for module in sorted(graph):
         visit(module, [])
-    assert graph["mnist_vae.observation"] <= {"mnist_vae.errors"}, "the observation model depends on nothing else"
+    for name, deps in graph.items():
+        if name.startswith("mnist_vae.observation"):  # the observation models depend on nothing else
+            assert all(dep.startswith("mnist_vae.observation") for dep in deps), (name, deps)
 
 
 def test_modules_and_classes_stay_small():
@@ -100,7 +102,7 @@ def test_no_private_keras_attribute_outside_the_canary_tested_one():
 
 def test_only_the_observation_module_knows_the_bernoulli_and_the_28x28_crop():
     for path in PACKAGE.rglob("*.py"):
-        if path.stem in ("observation",) or path.parent.name in ("models", "data"):
+        if path.parent.name in ("observation", "models", "data"):
             continue  # models registers the likelihood names it builds for; data describes files
         code = path.read_text()
         assert "sigmoid(" not in code and "bernoulli_log_prob" not in code, path.name

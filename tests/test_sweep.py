@@ -13,7 +13,8 @@ import pytest
 
 from conftest import assert_complete_run, run_cli
 from mnist_vae.errors import UserError
-from mnist_vae.rundir import RunDir, locked
+from mnist_vae.lock import locked
+from mnist_vae.rundir import RunDir
 from mnist_vae.sweep import spec_from_dict
 
 BASE = {"epochs": 2, "limit": 2048, "validation_size": 500, "test_limit": 500, "grid_size": 3, "precision": "float32"}

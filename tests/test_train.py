@@ -16,7 +16,8 @@ import pytest
 from conftest import REPO, assert_complete_run, run_cli, tiny_config
 from mnist_vae.config import Config
 from mnist_vae.errors import UserError
-from mnist_vae.rundir import RunDir, load_model
+from mnist_vae.archive import load_model
+from mnist_vae.rundir import RunDir
 from mnist_vae.precision import cpu_has_native_bf16
 from mnist_vae.train import train
 
@@ -120,7 +121,8 @@ def test_a_damaged_newest_state_falls_back_to_the_previous_one(tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_process_resumes_and_finishes(tmp_path):
-    from mnist_vae.rundir import RunDir, temporary_beside
+    from mnist_vae.atomic import temporary_beside
+    from mnist_vae.rundir import RunDir
 
     out = tmp_path / "run"
     args = [sys.executable, "-m", "mnist_vae", "train", "--out", str(out), "--limit", "256", "--test-limit", "500",
@@ -169,7 +171,7 @@ def test_existing_runs_are_never_clobbered_by_accident(trained_run, tmp_path):
 
 def test_test_limit_scores_the_first_test_images_and_may_change_on_resume(trained_run, tmp_path):
     from mnist_vae.data import load_splits
-    from mnist_vae.evaluate import evaluate_losses
+    from mnist_vae.estimators import evaluate_losses
     from mnist_vae.rundir import RunDir, load_inference_model
 
     source, metrics = trained_run
@@ -402,7 +404,7 @@ def test_bf16_without_native_instructions_warns_and_a_resume_says_its_precision_
 
 def test_reported_losses_are_float32_whatever_the_training_precision(tmp_path):
     from mnist_vae.data import load_splits
-    from mnist_vae.evaluate import evaluate_losses
+    from mnist_vae.estimators import evaluate_losses
     from mnist_vae.models import set_precision
     from mnist_vae.train import EVAL_BATCH_SIZE
 

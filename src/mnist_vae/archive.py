@@ -1,4 +1,4 @@
-"""Bounds on a ``.keras`` archive, checked before Keras reads it.
+"""Loading a ``.keras`` file safely: bounds on the archive, checked before Keras reads it, and Keras' safe mode.
 
 A ``.keras`` file is a zip archive that Keras inflates entry by entry: a 3 MB file can declare a
 3 GB ``config.json``, and Keras would inflate all of it before failing. The central directory
@@ -7,6 +7,9 @@ size, so checking the declarations bounds what loading can take.
 """
 
 import zipfile
+from pathlib import Path
+
+import keras
 
 from mnist_vae.errors import UserError
 
@@ -61,3 +64,26 @@ def _first_line(e):
 def _clip(text, limit=80):
     text = "".join(c if c.isprintable() else "?" for c in text)
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def load_model(path, compile=True):
+    """Load a ``.keras`` file written by this package, with a clear error for anything else.
+
+    Every command that opens a model comes here: the archive's bounds are checked first
+    (``archive.check_model_archive``), and Keras' safe mode refuses files that hold code.
+    """
+    import mnist_vae  # noqa: F401  registers the custom classes
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: model file not found; train one with `vae train --out DIR`")
+    check_model_archive(path)
+    try:
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except Exception as e:  # Keras raises many types for a damaged archive
+        text = str(e).strip()
+        if "safe_mode" in text:  # Keras' refusal of a Lambda layer or other Python code
+            raise UserError(f"{path}: holds Python code (a Lambda layer or a function), which is never loaded from a "
+                            "file; use a model file that `vae train` wrote") from None
+        first_line = text.splitlines()[0][:200] if text else type(e).__name__
+        raise UserError(f"{path}: cannot load this Keras model ({first_line}); re-train or re-copy it") from None

@@ -5,12 +5,11 @@ import dataclasses
 import errno
 import os
 import sys
-import types
-import typing
-from pathlib import Path
 
-from mnist_vae.config import PRESETS, Config, field_docs
+from mnist_vae.commands import COMMANDS, ClassifierTrainOptions
+from mnist_vae.config import PRESETS, Config
 from mnist_vae.errors import UserError
+from mnist_vae.flags import add_flags, values
 
 
 class UsageError(UserError):
@@ -31,131 +30,27 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(self.prog, message)
 
 
-def _add_config_flags(parser):
-    """One flag per ``Config`` field, help text from the field's docstring, no defaults applied here."""
-    from mnist_vae.data import BINARIZE, DATASETS
-    from mnist_vae.distribute import ENGINES
-    from mnist_vae.models import ARCHITECTURES, PRECISIONS
-
-    from mnist_vae.config import LR_SCHEDULES
-
-    choices = {"dataset": sorted(DATASETS), "architecture": sorted(ARCHITECTURES), "binarize": list(BINARIZE),
-               "lr_schedule": list(LR_SCHEDULES), "precision": ["auto", *PRECISIONS], "distribute": list(ENGINES)}
-    docs = field_docs()
-    hints = typing.get_type_hints(Config)
-    group = parser.add_argument_group("training configuration (defaults from Config; see config.json)")
-    for f in dataclasses.fields(Config):
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f"{docs.get(f.name, '')} (default: {f.default})".replace("%", "%%")  # argparse formats help with %
-        # SUPPRESS: only flags the user typed appear in the namespace, so they can override a
-        # --config file or be checked against a resumed run's saved config.
-        kwargs = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
-        hint = hints[f.name]
-        if hint is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
-            continue
-        base = next(t for t in typing.get_args(hint) if t is not type(None)) if isinstance(hint, types.UnionType) else hint
-        group.add_argument(flag, type=base, metavar=f.name.upper(), choices=choices.get(f.name), **kwargs)
-
-
-DATA_DIR_HELP = "folder with the dataset's IDX files (else searched for)"
-RUN_DIR_HELP = "run directory written by `vae train`"
-
-
 def build_parser():
-    """The argument parser of ``vae``."""
-    from mnist_vae.models import PRECISIONS
-
+    """The argument parser of ``vae``: each command's flags from its options dataclass (``commands``)."""
     parser = Parser(prog="vae", description="Variational autoencoders on MNIST-family images.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,plot,evaluate,classifier,serve,export,sweep}")
-
-    train = sub.add_parser("train", help="train a VAE and write models, checkpoint, logs, plots, metrics")
-    train.add_argument("--out", default=".", type=Path, help="run directory (default: the current directory)")
-    train.add_argument("--config", type=Path, help="JSON file of config fields; flags given override it")
-    train.add_argument("--preset", choices=list(PRESETS),
-                       help="start from a named configuration (literature: binarised, 32 latents, resnet_ar, "
-                            "cosine schedule); flags given override it")
-    train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
-    train.add_argument("--overwrite", action="store_true", help="delete a previous run's outputs in --out first")
-    train.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_config_flags(train)
-
-    plot = sub.add_parser("plot", help="(re)draw the PNG plots of a trained run into DIR/plots")
-    plot.add_argument("dir", type=Path, help=RUN_DIR_HELP)
-    plot.add_argument("--grid-size", type=int, help="rows and columns of the manifold grid")
-    plot.add_argument("--dims", type=int, nargs=2, default=(0, 1), metavar=("I", "J"),
-                      help="latent dimensions spanned by the manifold grid (default: 0 1)")
-    plot.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
-
-    evaluate = sub.add_parser("evaluate", help="held-out -ELBO and importance-weighted NLL; writes DIR/evaluation.json")
-    evaluate.add_argument("dir", type=Path, help=RUN_DIR_HELP)
-    evaluate.add_argument("--split", default="test", choices=["test", "validation"], help="held-out split (default: test)")
-    evaluate.add_argument("--iw-samples", type=int, default=1000, metavar="K",
-                          help="importance samples per image, 1 to 5000 (default: 1000)")
-    evaluate.add_argument("--batch-size", type=int, default=100, help="images per batch (default: 100)")
-    evaluate.add_argument("--chunk-size", type=int, default=100,
-                          help="importance samples decoded at once; bounds memory (default: 100)")
-    evaluate.add_argument("--limit", type=int, help="evaluate only the first N images of the split")
-    evaluate.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default: 0)")
-    evaluate.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
-    evaluate.add_argument("--precision", choices=list(PRECISIONS),
-                          help="compute precision of encoder and decoder; the log-weights stay float32 "
-                               "(default: float32; BENCHMARKS.md measures what bf16 changes)")
-    evaluate.add_argument("--sample-quality", action="store_true",
-                          help="instead of likelihoods: the dataset classifier's accuracy on 10,000 class-conditional "
-                               "samples (conditional models) and the Fréchet distance of 10,000 samples to the test "
-                               "set in its features; writes DIR/sample_quality.json")
-    evaluate.add_argument("--samples", type=int, metavar="N",
-                          help="samples scored by --sample-quality, 200 to 50,000 (default: 10,000)")
-    evaluate.add_argument("--classifier", type=Path,
-                          help="classifier .keras file for --sample-quality (default: the one `vae classifier train` saved)")
-
-    serve = sub.add_parser("serve", help="a local web page to see and steer a trained run's latent space")
-    serve.add_argument("dir", type=Path, help=RUN_DIR_HELP)
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="address to listen on (default: 127.0.0.1, this machine only; any other warns)")
-    serve.add_argument("--port", type=int, default=8000, help="port, 0 for any free one (default: 8000)")
-    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
-                       help="another name the page may be opened by (a machine name, for --host 0.0.0.0); "
-                            "requests naming any other host are refused (default: loopback names and --host)")
-    serve.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
-
-    export = sub.add_parser("export", help="write a trained run's encoder and decoder as ONNX files into DIR/export")
-    export.add_argument("dir", type=Path, help=RUN_DIR_HELP)
-    export.add_argument("--format", default="onnx", choices=["onnx"], help="(default: onnx, the one format)")
-
-    sweep = sub.add_parser("sweep", help="a grid or random search over config fields on Ray Tune, with ASHA early "
-                                         "stopping; one run folder per trial, results.csv and sweep.png")
-    sweep.add_argument("spec", type=Path, help="JSON sweep spec: base, grid, random, samples, early_stopping, "
-                                               "grace_epochs, plot (see docs/scale-out.md)")
-    sweep.add_argument("--out", type=Path, required=True,
-                       help="sweep folder; the same command again continues a killed sweep there")
-    sweep.add_argument("--address", help="Ray cluster to run the trials on (ray://HOST:10001 or auto; "
-                                         "default: a Ray instance on this machine)")
-    sweep.add_argument("--cpus-per-trial", type=float, default=1.0,
-                       help="CPUs Ray reserves per trial, which bounds how many run at once (default: 1)")
-    sweep.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
-
+    for name, options in COMMANDS.items():
+        command = sub.add_parser(name, help=options.__doc__)
+        add_flags(command, options)
+        if name == "train":
+            # No defaults applied: only flags the user typed reach the namespace, so they can override a
+            # --config file or be checked against a resumed run's saved config.
+            add_flags(command.add_argument_group("training configuration (defaults from Config; see config.json)"),
+                      Config, keep_unset=True)
     classifier = sub.add_parser("classifier", help="the per-dataset CNN that scores sample quality")
-    classifier_sub = classifier.add_subparsers(dest="action", required=True, metavar="{train}")
-    classifier_train = classifier_sub.add_parser("train", help="train it on the 60,000 training images and save it")
-    from mnist_vae.data import DATASETS
-
-    classifier_train.add_argument("--dataset", default="mnist", choices=sorted(DATASETS), help="(default: mnist)")
-    classifier_train.add_argument("--epochs", type=int, default=8, help="passes over the training images (default: 8)")
-    classifier_train.add_argument("--out", type=Path,
-                                  help="where to save it (default: the cache folder `vae evaluate` looks in)")
-    classifier_train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    classifier_train.add_argument("--limit", type=int, help="train on only the first N training images (quick runs)")
-    classifier_train.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
-    classifier_train.add_argument("--quiet", action="store_true", help="no progress bar")
+    actions = classifier.add_subparsers(dest="action", required=True, metavar="{train}")
+    add_flags(actions.add_parser("train", help=ClassifierTrainOptions.__doc__), ClassifierTrainOptions)
     return parser
 
 
 def config_from_args(args):
     """Config = defaults <- saved run (--resume), --config file or --preset <- flags typed on the command line."""
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
+    given = values(args, Config)
     if args.config is not None and args.preset is not None:
         raise UserError("--config and --preset both give a starting configuration; pass one")
     if args.resume and args.preset is not None:
@@ -298,8 +193,8 @@ def _has_resume_state(run_dir):
         return False
 
 
-COMMANDS = {"train": run_train, "plot": run_plot, "evaluate": run_evaluate, "classifier": run_classifier,
-            "serve": run_serve, "export": run_export, "sweep": run_sweep}
+RUNS = {"train": run_train, "plot": run_plot, "evaluate": run_evaluate, "classifier": run_classifier,
+        "serve": run_serve, "export": run_export, "sweep": run_sweep}
 
 
 def main(argv=None):
@@ -315,7 +210,7 @@ def main(argv=None):
         args = build_parser().parse_args(argv)
         args.argv = argv
         command = f"vae {args.command}"
-        status = COMMANDS[args.command](args)
+        status = RUNS[args.command](args)
     except UsageError as e:
         return _fail(e.prog, str(e))
     except UserError as e:

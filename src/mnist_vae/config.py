@@ -1,31 +1,33 @@
 """The run configuration: one typed dataclass, validated once, saved as JSON beside every model."""
 
-import ast
 import dataclasses
 import difflib
 import functools
-import inspect
 import json
-import os
-import stat
 import types
 import typing
 from pathlib import Path
 
+from mnist_vae.data import BINARIZE, DATASETS
+from mnist_vae.distribute import ENGINES
 from mnist_vae.errors import UserError
+from mnist_vae.jsonfile import RepeatedKey, clip, parse_json, read_config_text, short
+from mnist_vae.models import ARCHITECTURES, default_likelihood
+from mnist_vae.observation import LIKELIHOODS, get_likelihood
+from mnist_vae.precision import PRECISIONS
 
 
 @dataclasses.dataclass
 class Config:
     """Everything that determines a training run; ``config.json`` in a run directory holds it."""
 
-    dataset: str = "mnist"
+    dataset: str = dataclasses.field(default="mnist", metadata={"choices": lambda: sorted(DATASETS)})
     """Dataset name from the registry (data.DATASETS): mnist, fashion_mnist, colour_mnist (32x32 RGB, built from MNIST) or cifar10."""
-    binarize: str = "none"
+    binarize: str = dataclasses.field(default="none", metadata={"choices": lambda: list(BINARIZE)})
     """Pixel targets: none (grey levels, as the seed) or dynamic (Bernoulli pixels redrawn every epoch)."""
-    architecture: str = "conv"
+    architecture: str = dataclasses.field(default="conv", metadata={"choices": lambda: sorted(ARCHITECTURES)})
     """Encoder/decoder family: conv (the seed's description: two stride-2 convolutions, the posterior straight from their features, a Conv2DTranspose decoder), keras_io (the keras-io VAE example's layout, which the seed first copied: conv with a 16-unit ReLU bottleneck, whose units mostly die), resnet (residual, no bottleneck) or resnet_ar (resnet with an autoregressive pixel head; needs --binarize dynamic)."""
-    likelihood: str = "auto"
+    likelihood: str = dataclasses.field(default="auto", metadata={"choices": lambda: ["auto", *sorted(LIKELIHOODS)]})
     """Observation model p(x|z): bernoulli (per-pixel logits), bernoulli_ar (resnet_ar's causal head), logistic_mixture (discretised logistic mixture of 8-bit levels, for colour), or auto: bernoulli_ar for resnet_ar, logistic_mixture for colour datasets, else bernoulli."""
     pixel_layers: int | None = None
     """Masked 3x3 residual layers in resnet_ar's causal head, after its 7x7 first layer: more context per pixel and capacity, more time per step. Unset: 2. Only for resnet_ar."""
@@ -45,7 +47,7 @@ class Config:
     """Images per optimisation step."""
     learning_rate: float = 2e-3
     """Adam learning rate (the peak one under a schedule)."""
-    lr_schedule: str = "cosine"
+    lr_schedule: str = dataclasses.field(default="cosine", metadata={"choices": lambda: list(LR_SCHEDULES)})
     """Learning-rate schedule over the run's steps: constant or cosine (decays to 1% by the last epoch)."""
     lr_warmup: int = 0
     """Epochs over which the learning rate rises linearly from 0 to --learning-rate before --lr-schedule takes over (Goyal et al., 2017), so a high peak rate does not blow up the first steps; 0: none."""
@@ -57,13 +59,13 @@ class Config:
     """Score and plot only the first N test images at the end of training (quick runs); all of them when unset. metrics.json says how many; `vae evaluate` has its own --limit."""
     seed: int = 0
     """One seed for every random number generator: weights, shuffling, sampling, plots."""
-    precision: str = "auto"
+    precision: str = dataclasses.field(default="auto", metadata={"choices": lambda: ["auto", *PRECISIONS]})
     """Compute precision of training: auto (mixed_bfloat16 on TensorFlow on a CPU with native bf16 instructions, where it was measured faster; float32 elsewhere), float32, or mixed_bfloat16 (bf16 math, float32 weights and outputs). Reported losses are always computed in float32."""
     jit_compile: bool = False
     """Compile train steps with XLA (off by default: it halves this model's speed on CPUs)."""
     steps_per_execution: int = 16
     """Train steps per compiled call (at most; a divisor of the batches per epoch is used): fewer Python round trips. The PyTorch backend always runs 1."""
-    distribute: str = "none"
+    distribute: str = dataclasses.field(default="none", metadata={"choices": lambda: list(ENGINES)})
     """Data-parallel engine (distribute.ENGINES): none, mirrored (TensorFlow: this machine's GPUs), multi_worker_mirrored (TensorFlow: one process per worker on one or several machines, the cluster in TF_CONFIG) or data_parallel (JAX: keras.distribution over this process's devices). --batch-size is the global batch, split over the replicas; only worker 0 writes the run folder (docs/scale-out.md)."""
     grid_size: int = 20
     """Rows and columns of the 2-D manifold grid in plots and TensorBoard."""
@@ -74,76 +76,14 @@ class Config:
         The field is named as its flag (``--latent-dim``), or, with ``source`` (the file or spec
         the values came from), as that source's field (``config.json: field latent_dim``).
         """
-        flag = _namer(source)
-        from mnist_vae.data import BINARIZE, DATASETS  # registries live beside the code they select
-        from mnist_vae.distribute import ENGINES
-        from mnist_vae.models import ARCHITECTURES, PRECISIONS
-        from mnist_vae.observation import LIKELIHOODS
-
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if not _type_matches(value, _field_types()[f.name]):
-                raise UserError(f"{flag(f.name)} must be {_type_name(f.name)}, got {_short(value)}")
-        checks = [
-            ("dataset", self.dataset in DATASETS, f"one of {sorted(DATASETS)}"),
-            ("binarize", self.binarize in BINARIZE, f"one of {list(BINARIZE)}"),
-            ("architecture", self.architecture in ARCHITECTURES, f"one of {sorted(ARCHITECTURES)}"),
-            ("likelihood", self.likelihood in ("auto", *LIKELIHOODS), f"one of {['auto', *sorted(LIKELIHOODS)]}"),
-            ("lr_schedule", self.lr_schedule in LR_SCHEDULES, f"one of {list(LR_SCHEDULES)}"),
-            ("precision", self.precision in ("auto", *PRECISIONS), f"one of {['auto', *PRECISIONS]}"),
-            ("distribute", self.distribute in ENGINES, f"one of {list(ENGINES)}"),
-            ("learning_rate", 0 < self.learning_rate < 1, "between 0 and 1"),
-            ("beta", 0 <= self.beta <= 1000, "between 0 and 1,000"),
-            ("free_bits", 0 <= self.free_bits <= 100, "between 0 and 100 nats per dimension"),
-            *((name, self._in_bounds(name), f"between {lo:,} and {hi:,}") for name, (lo, hi) in BOUNDS.items()),
-        ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise UserError(f"{flag(name)} must be {expected}, got {_short(getattr(self, name))}")
-        self._check_observation_model(flag)
-        if self.lr_warmup >= self.epochs:
-            raise UserError(f"{flag('lr_warmup')} ({self.lr_warmup} epochs) must be shorter than {flag('epochs', 0)} "
-                            f"({self.epochs}), so the schedule has steps to run; lower the first or raise the second")
-        if self.pixel_layers is not None and not ARCHITECTURES[self.architecture].autoregressive:
-            raise UserError(f"{flag('pixel_layers')} sets the causal head of an autoregressive architecture, and "
-                            f"{flag('architecture', 0)} {self.architecture} has none; drop it or use resnet_ar")
-        if self.conditional and not DATASETS[self.dataset].class_names:
-            raise UserError(f"{flag('conditional')} needs class labels, and {flag('dataset', 0)} {self.dataset} has "
-                            "none; drop it")
+        validate(self, _namer(source))
         return self
 
     def resolved_likelihood(self):
         """The ``observation.LIKELIHOODS`` name this run trains: ``likelihood``, or for auto the architecture's and dataset's default."""
-        from mnist_vae.data import DATASETS
-        from mnist_vae.models import default_likelihood
-
         if self.likelihood != "auto":
             return self.likelihood
         return default_likelihood(self.architecture, DATASETS[self.dataset].geometry.channels)
-
-    def _check_observation_model(self, flag):
-        """The likelihood must fit the architecture's decoder, the dataset's channels and the --binarize protocol."""
-        from mnist_vae.data import DATASETS
-        from mnist_vae.models import ARCHITECTURES
-        from mnist_vae.observation import get_likelihood
-
-        name = self.resolved_likelihood()
-        likelihood, channels = get_likelihood(name), DATASETS[self.dataset].geometry.channels
-        what = (f"{flag('architecture')} {self.architecture}" if self.likelihood == "auto"
-                else f"{flag('likelihood')} {name}")
-        if not ARCHITECTURES[self.architecture].supports(name):
-            fits = sorted(a for a, arch in ARCHITECTURES.items() if arch.supports(name))
-            raise UserError(f"{flag('likelihood')} {name} needs an architecture whose decoder returns its parameters: "
-                            f"{', '.join(fits)} (not {self.architecture})")
-        if (why := likelihood.check(channels)) is not None:
-            raise UserError(f"{flag('dataset')} {self.dataset} has {channels}-channel images and {why}")
-        if self.binarize not in likelihood.binarize:
-            raise UserError(f"{what} {likelihood.fix}")
-
-    def _in_bounds(self, name):
-        value = getattr(self, name)
-        lo, hi = BOUNDS[name]
-        return value is None or lo <= value <= hi  # None: an optional field left unset
 
     def to_json(self):
         """Pretty JSON text of every field."""
@@ -156,7 +96,7 @@ class Config:
             raise UserError(f"{source}: expected a JSON object of config fields")
         unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            shown = ", ".join(_short(name) for name in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+            shown = ", ".join(short(name) for name in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
             # The known names no longer fit on one line, so name the closest ones and where the rest are.
             close = difflib.get_close_matches(str(unknown[0]), [f.name for f in dataclasses.fields(cls)], n=2)
             hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
@@ -168,55 +108,66 @@ class Config:
         """Read and validate a ``config.json`` (a regular file of at most ``MAX_CONFIG_BYTES``)."""
         path = Path(path)
         try:
-            values = parse_json(_read_config_text(path))
+            values = parse_json(read_config_text(path))
         except RepeatedKey as e:
             raise UserError(f"{path}: {e}") from None
         # JSONDecodeError is a ValueError, and so is an integer of more than 4,300 digits.
         except ValueError as e:
-            raise UserError(f"{path}: not a readable JSON config ({_clip(str(e).split(';')[0], 120)})") from None
+            raise UserError(f"{path}: not a readable JSON config ({clip(str(e).split(';')[0], 120)})") from None
         except RecursionError:
             raise UserError(f"{path}: not a config: JSON nested too deeply (a config is one flat object)") from None
         return cls.from_dict(values, source=str(path))
 
 
-def parse_json(text):
-    """``json.loads``, where a key given twice in one object is an error (Python would keep the last)."""
-    return json.loads(text, object_pairs_hook=_unique_keys)
+def validate(config, flag):
+    """Every check of a ``Config``, in one place: types, choices (the registries'), bounds, and what must fit together."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if not _type_matches(value, _field_types()[f.name]):
+            raise UserError(f"{flag(f.name)} must be {_type_name(f.name)}, got {short(value)}")
+        if "choices" in f.metadata and value not in f.metadata["choices"]():
+            raise UserError(f"{flag(f.name)} must be one of {f.metadata['choices']()}, got {short(value)}")
+    checks = [
+        ("learning_rate", 0 < config.learning_rate < 1, "between 0 and 1"),
+        ("beta", 0 <= config.beta <= 1000, "between 0 and 1,000"),
+        ("free_bits", 0 <= config.free_bits <= 100, "between 0 and 100 nats per dimension"),
+        *((name, _in_bounds(config, name), f"between {lo:,} and {hi:,}") for name, (lo, hi) in BOUNDS.items()),
+    ]
+    for name, ok, expected in checks:
+        if not ok:
+            raise UserError(f"{flag(name)} must be {expected}, got {short(getattr(config, name))}")
+    _check_observation_model(config, flag)
+    if config.lr_warmup >= config.epochs:
+        raise UserError(f"{flag('lr_warmup')} ({config.lr_warmup} epochs) must be shorter than {flag('epochs', 0)} "
+                        f"({config.epochs}), so the schedule has steps to run; lower the first or raise the second")
+    if config.pixel_layers is not None and not ARCHITECTURES[config.architecture].autoregressive:
+        raise UserError(f"{flag('pixel_layers')} sets the causal head of an autoregressive architecture, and "
+                        f"{flag('architecture', 0)} {config.architecture} has none; drop it or use resnet_ar")
+    if config.conditional and not DATASETS[config.dataset].class_names:
+        raise UserError(f"{flag('conditional')} needs class labels, and {flag('dataset', 0)} {config.dataset} has "
+                        "none; drop it")
 
 
-class RepeatedKey(ValueError):
-    """A JSON object names a key twice."""
+def _check_observation_model(config, flag):
+    """The likelihood must fit the architecture's decoder, the dataset's channels and the --binarize protocol."""
+    name = config.resolved_likelihood()
+    likelihood, channels = get_likelihood(name), DATASETS[config.dataset].geometry.channels
+    what = (f"{flag('architecture')} {config.architecture}" if config.likelihood == "auto"
+            else f"{flag('likelihood')} {name}")
+    if not ARCHITECTURES[config.architecture].supports(name):
+        fits = sorted(a for a, arch in ARCHITECTURES.items() if arch.supports(name))
+        raise UserError(f"{flag('likelihood')} {name} needs an architecture whose decoder returns its parameters: "
+                        f"{', '.join(fits)} (not {config.architecture})")
+    if (why := likelihood.check(channels)) is not None:
+        raise UserError(f"{flag('dataset')} {config.dataset} has {channels}-channel images and {why}")
+    if config.binarize not in likelihood.binarize:
+        raise UserError(f"{what} {likelihood.fix}")
 
 
-def _unique_keys(pairs):
-    values = dict(pairs)
-    if len(values) < len(pairs):  # linear: a 1 MiB file can hold 100,000 keys
-        seen = set()
-        repeated = next(key for key, _ in pairs if key in seen or seen.add(key))
-        raise RepeatedKey(f"key {_short(repeated)} is given twice; give each once")
-    return values
-
-
-def _read_config_text(path):
-    """The text of a config file, refusing what is not a small regular UTF-8 file before reading it."""
-    try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is then refused below.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise UserError(f"{path}: config file not found") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read the config file ({e.strerror})") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise UserError(f"{path}: not a regular file; pass a JSON file of config fields")
-    with os.fdopen(fd, "rb") as f:
-        raw = f.read(MAX_CONFIG_BYTES + 1)
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise UserError(f"{path}: larger than {MAX_CONFIG_BYTES:,} bytes, so not a config file")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a readable JSON config (not UTF-8 text)") from None
+def _in_bounds(config, name):
+    value = getattr(config, name)
+    lo, hi = BOUNDS[name]
+    return value is None or lo <= value <= hi  # None: an optional field left unset
 
 
 # Fields --resume lets change: they do not change the trained function (only how long it trains,
@@ -224,8 +175,6 @@ def _read_config_text(path):
 # A run may be resumed with other values of these: they change neither the trained function nor
 # the order of the steps (the data-parallel engines take the same global batches).
 UNPINNED = ("epochs", "test_limit", "distribute")
-
-MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; anything near this is not one
 
 # Inclusive bounds of the numeric fields (learning_rate: between 0 and 1): wide enough for any
 # real run, narrow enough that a typo cannot overflow the RNG seed (NumPy takes 32 bits) or ask
@@ -249,20 +198,7 @@ BOUNDS = {
 def check_range(flag, value, lo, hi):
     """Raise ``UserError`` unless ``lo <= value <= hi``: the bounds check of flags outside ``Config``."""
     if not lo <= value <= hi:
-        raise UserError(f"{flag} must be between {lo:,} and {hi:,}, got {_short(value)}")
-
-
-def _clip(text, limit=60):
-    """``text`` cut to ``limit`` characters, so a hostile value cannot flood a one-line error."""
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def _short(value):
-    """A clipped ``repr`` (which itself fails for integers of more than 4,300 digits)."""
-    try:
-        return _clip(repr(value))
-    except ValueError:
-        return "an integer of more than 4,300 digits"
+        raise UserError(f"{flag} must be between {lo:,} and {hi:,}, got {short(value)}")
 
 
 # Learning-rate schedules by name (see train.make_optimizer).
@@ -271,7 +207,7 @@ LR_SCHEDULES = ("constant", "cosine")
 # Named starting points for a Config; flags given on the command line override them.
 PRESETS = {
     # The defaults: the seed's description with the recipe that reached the best model soonest
-    # (BENCHMARKS.md, "Time to quality").
+    # (BENCHMARKS.md, "How soon does it reach the keras-io example's quality?").
     "seed": {},
     # The keras-io VAE example's layout and recipe, which the seed started from: Adam 1e-3, constant.
     "keras_io": {"architecture": "keras_io", "learning_rate": 1e-3, "lr_schedule": "constant"},
@@ -324,20 +260,3 @@ def _type_name(name):
     hint = _field_types()[name]
     options = typing.get_args(hint) or (hint,)
     return " or ".join("null" if o is type(None) else o.__name__ for o in options)
-
-
-@functools.cache
-def field_docs():
-    """Field name -> the docstring written under it in ``Config`` (used for CLI help)."""
-    tree = ast.parse(inspect.getsource(Config))
-    body = tree.body[0].body
-    docs = {}
-    for stmt, nxt in zip(body, body[1:]):
-        if (
-            isinstance(stmt, ast.AnnAssign)
-            and isinstance(nxt, ast.Expr)
-            and isinstance(nxt.value, ast.Constant)
-            and isinstance(nxt.value.value, str)
-        ):
-            docs[stmt.target.id] = nxt.value.value
-    return docs

@@ -28,7 +28,9 @@ def _export_onnx(model, path):
 
 def export_run(run_dir, fmt="onnx"):
     """Write ``DIR/export/{encoder,decoder}.onnx`` and ``export.json``; returns the paths written."""
-    from mnist_vae.rundir import RunDir, load_inference_model, locked, replace_atomically, write_text_atomic
+    from mnist_vae.atomic import replace_atomically, write_text_atomic
+    from mnist_vae.lock import locked
+    from mnist_vae.rundir import RunDir, load_inference_model
 
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {list(FORMATS)}, got {fmt!r}")

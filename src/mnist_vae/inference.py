@@ -95,7 +95,7 @@ def sample_autoregressive(vae, z, one_hot_labels=None, seed=0, batch_size=512):
                 logits = np.asarray(head.predict_on_batch([features[window], x[window]]))[:, -1, j - left]  # (b, c)
                 p = vae.observation.mean(logits)
                 means[:, i, j] = p
-                x[:, i, j] = uniforms[:, i, j] < p
+                x[:, i, j] = vae.observation.sample(logits, uniforms[:, i, j])  # the likelihood draws the pixel
         out.append(means)
     return np.concatenate(out) if out else np.zeros((0, height, width, channels), "float32")
 

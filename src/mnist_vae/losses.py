@@ -10,13 +10,14 @@ from mnist_vae import observation
 from mnist_vae.observation import PAD
 
 
-def reconstruction_loss(x, logits, pad=PAD, likelihood="bernoulli"):
+def reconstruction_loss(x, params, pad=PAD, likelihood="bernoulli"):
     """-log p(x | decoder output) summed over the unpadded pixels: (batch,) nats.
 
-    For the default Bernoulli this is the binary cross-entropy of the logits. Broadcasts like
+    ``params`` are the decoder's output; for the default Bernoulli, logits, and this is their binary
+    cross-entropy. Broadcasts like
     ``observation.log_likelihood`` (e.g. K decodings against one image batch).
     """
-    return -observation.log_likelihood(x, logits, pad, likelihood)
+    return -observation.log_likelihood(x, params, pad, likelihood)
 
 
 def kl_loss(z_mean, z_log_var):
@@ -29,9 +30,9 @@ def kl_per_dimension(z_mean, z_log_var):
     return -0.5 * (1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var))
 
 
-def vae_loss(x, logits, z_mean, z_log_var, beta=1.0, pad=PAD, likelihood="bernoulli"):
+def vae_loss(x, params, z_mean, z_log_var, beta=1.0, pad=PAD, likelihood="bernoulli"):
     """Named per-image terms of the negative ELBO: ``loss = reconstruction_loss + beta * kl_loss``."""
-    rec = reconstruction_loss(x, logits, pad, likelihood)
+    rec = reconstruction_loss(x, params, pad, likelihood)
     kl = kl_loss(z_mean, z_log_var)
     return {"loss": rec + beta * kl, "reconstruction_loss": rec, "kl_loss": kl}
 

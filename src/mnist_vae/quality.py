@@ -46,7 +46,7 @@ def classifier_path(dataset, cache_dir=None):
 def train_classifier(dataset="mnist", out=None, epochs=8, batch_size=128, seed=0, data_dir=None, verbose="auto",
                      limit=None):
     """Train the classifier on all 60,000 training images (the first ``limit``: quick runs); returns (path, test accuracy)."""
-    from mnist_vae.rundir import replace_atomically
+    from mnist_vae.atomic import replace_atomically
 
     keras.utils.set_random_seed(seed)
     splits = load_splits(dataset, validation_size=1, data_dir=data_dir)  # train on (almost) everything
@@ -96,7 +96,7 @@ def frechet_distance(a, b):
 
 def load_classifier(dataset, path=None):
     """The classifier saved for ``dataset`` (or at ``path``), with a clear error when there is none."""
-    from mnist_vae.rundir import load_model
+    from mnist_vae.archive import load_model
 
     path = Path(path) if path is not None else classifier_path(dataset)
     if not path.is_file():

@@ -7,7 +7,9 @@ import numpy as np
 from mnist_vae import inference, plots
 from mnist_vae.data import held_out_images
 from mnist_vae.errors import UserError
-from mnist_vae.rundir import RunDir, load_inference_model, locked, replace_atomically
+from mnist_vae.atomic import replace_atomically
+from mnist_vae.lock import locked
+from mnist_vae.rundir import RunDir, load_inference_model
 
 # Free space ``write_plots`` asks for: the four PNGs take well under 1 MB at the largest grid.
 PLOT_BYTES = 10_000_000

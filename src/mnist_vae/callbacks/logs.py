@@ -7,7 +7,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from mnist_vae.rundir import replace_atomically
+from mnist_vae.atomic import replace_atomically
 
 
 class BestCheckpoint(keras.callbacks.Callback):

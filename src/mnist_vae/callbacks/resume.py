@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from mnist_vae.errors import UserError
-from mnist_vae.rundir import replace_atomically, write_json_atomic
+from mnist_vae.atomic import replace_atomically, write_json_atomic
 
 
 class EpochSync(keras.callbacks.Callback):

@@ -27,7 +27,7 @@ def build_pixel_head(feature_shape, channels=1, filters=32, layers_b=2):
     h = layers.ReLU()(layers.Add()([h, features]))
     for _ in range(layers_b):
         h = layers.ReLU()(layers.Add()([h, MaskedConv2D(filters, 3, mask_type="B")(h)]))
-    logits = layers.Conv2D(channels, 1, name="head_logits")(h)
+    logits = layers.Conv2D(channels, 1, name="head_params")(h)
     return keras.Model([features, image], logits, name="pixel_head")
 
 
@@ -52,8 +52,8 @@ def build_resnet_ar_decoder(image_shape=(32, 32, 1), latent_dim=32, out_channels
     context = layers.Cropping2D(pad)(images)  # (b, 28, 28, c)
     # Spatial sides left open so a sampler can run the head on the few rows a pixel depends on.
     head = build_pixel_head((None, None, features.shape[-1]), image_shape[-1], layers_b=pixel_layers)
-    logits = layers.ZeroPadding2D(pad, name="logits")(head([features, context]))  # (b, 32, 32, c)
-    return keras.Model(inputs, logits, name="decoder")
+    params = layers.ZeroPadding2D(pad, name="params")(head([features, context]))  # (b, 32, 32, c) logits
+    return keras.Model(inputs, params, name="decoder")
 
 
 def rows_seen_above(head):
@@ -84,7 +84,7 @@ def pixel_head_stages(head):
     stage once, not K times.
     """
     masked = [layer for layer in head.layers if isinstance(layer, MaskedConv2D)]
-    image_stage, blocks, output = masked[0], masked[1:], head.get_layer("head_logits")
+    image_stage, blocks, output = masked[0], masked[1:], head.get_layer("head_params")
 
     def rest(h):
         h = ops.relu(h)
@@ -108,7 +108,7 @@ class AutoregressiveScorer:
         self.features, head = autoregressive_parts(decoder)
         self.image_stage, self.rest = pixel_head_stages(head)
         self.crop = layers.Cropping2D(pad)
-        self.uncrop = decoder.get_layer("logits")  # the zero border of unscored padding
+        self.uncrop = decoder.get_layer("params")  # the zero border of unscored padding
 
     def __call__(self, latent_inputs, images, k):
         features = self.features(latent_inputs, training=False)  # (K*B, h, w, F)

@@ -95,6 +95,6 @@ OUTPUT_LAYER = "output_conv"
 
 
 def as_float32(params):
-    """``params`` through the float32 identity layer "logits": the decoder's output, in float32 under any precision."""
-    return layers.Identity(name="logits", dtype="float32")(params)
+    """``params`` through the float32 identity layer "params": the decoder's output, in float32 under any precision."""
+    return layers.Identity(name="params", dtype="float32")(params)
 

@@ -9,8 +9,8 @@ from mnist_vae.precision import PRECISIONS
 
 # Layers kept in float32 whatever the precision: the posterior's parameters and the decoder's
 # output feed the loss's sums over latents and 784 pixels, which bf16's 8-bit mantissa would
-# round coarsely. "logits" is the float32 cast after a factorised decoder's last convolution.
-FLOAT32_LAYERS = frozenset({"z_mean", "z_log_var", "logits", "head_logits"})
+# round coarsely. "params" is the float32 cast after a factorised decoder's last convolution.
+FLOAT32_LAYERS = frozenset({"z_mean", "z_log_var", "params", "head_params"})
 
 
 def float32_layers(likelihood=None):

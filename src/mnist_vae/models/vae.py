@@ -18,7 +18,7 @@ from mnist_vae.observation import get_likelihood
 class VAE(keras.Model):
     """Encoder -> Sampling -> decoder; ``fit`` minimises the negative ELBO in nats per image.
 
-    ``call`` returns a dict: ``logits`` (batch, H, W, P), the distribution parameters of the
+    ``call`` returns a dict: ``params`` (batch, H, W, P), the distribution parameters of the
     observation model ``likelihood`` (a name in ``observation.LIKELIHOODS``, for Bernoulli
     pixels logits), and ``z_mean`` and ``z_log_var`` (batch, latent_dim). The model's kind is
     these properties, saved with it: ``likelihood`` says whether the decoder reads the image.
@@ -126,12 +126,12 @@ class VAE(keras.Model):
         images, labels = (inputs["images"], inputs["labels"]) if self.conditional else (inputs, None)
         z_mean, z_log_var = self.encoder(self.encoder_inputs(images, labels), training=training)
         z = self.sampling([z_mean, z_log_var])
-        logits = self.decoder(self.decoder_inputs(z, images, labels), training=training)
-        return {"logits": logits, "z_mean": z_mean, "z_log_var": z_log_var}
+        params = self.decoder(self.decoder_inputs(z, images, labels), training=training)
+        return {"params": params, "z_mean": z_mean, "z_log_var": z_log_var}
 
     def loss_terms(self, x, y_pred, beta=1.0):
         """Per-image ``loss`` (reconstruction + ``beta`` KL), ``reconstruction_loss`` and ``kl_loss`` under this model's likelihood."""
-        return losses.vae_loss(x, y_pred["logits"], y_pred["z_mean"], y_pred["z_log_var"], beta=beta,
+        return losses.vae_loss(x, y_pred["params"], y_pred["z_mean"], y_pred["z_log_var"], beta=beta,
                                pad=self.pad, likelihood=self.likelihood)
 
     def compile(self, optimizer="adam", kl_weight=1.0, free_bits=0.0, **kwargs):

@@ -12,7 +12,8 @@ of a data-parallel run take the same steps; only the chief writes: ``session.cal
 
 from mnist_vae import distribute
 from mnist_vae.errors import UserError
-from mnist_vae.rundir import RunDir, check_output_folder, locked
+from mnist_vae.lock import locked
+from mnist_vae.rundir import RunDir, check_output_folder
 from mnist_vae.train.results import EVAL_BATCH_SIZE, finish
 from mnist_vae.train.session import fit
 from mnist_vae.train.recipe import largest_divisor, make_optimizer, steps_per_execution

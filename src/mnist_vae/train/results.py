@@ -6,9 +6,9 @@ import numpy as np
 
 from mnist_vae import report
 from mnist_vae.errors import UserError
-from mnist_vae.evaluate import LossTerms, evaluate_losses
+from mnist_vae.estimators import LossTerms, evaluate_losses
 from mnist_vae.models import set_precision
-from mnist_vae.rundir import save_model_atomic, write_json_atomic
+from mnist_vae.atomic import save_model_atomic, write_json_atomic
 from mnist_vae.train.session import EVAL_BATCH_SIZE
 
 # metrics.json's train loss: the first images of the training split, as many as the test set's 10,000

@@ -10,7 +10,8 @@ from mnist_vae import callbacks as cbs
 from mnist_vae.config import UNPINNED, Config
 from mnist_vae.errors import UserError
 from mnist_vae.models import ModelConfig
-from mnist_vae.rundir import discard, write_text_atomic
+from mnist_vae.atomic import write_text_atomic
+from mnist_vae.replacing import discard, remove_empty_folders, set_aside
 
 
 def check_run_dir(run, config, resume, overwrite):
@@ -66,12 +67,12 @@ def start_run_dir(run, config, resume):
     The old run's files are moved aside first (all or nothing), and deleted only once the new
     ``config.json`` is written; what no run wrote stays, and is named on stderr.
     """
-    aside = None if resume else run.set_aside()
+    aside = None if resume else set_aside(run)
     write_text_atomic(run.config, config.to_json())
     if aside is not None:
         discard(aside)
     if not resume:
-        kept = [str(p) for p in run.remove_empty_folders()]
+        kept = [str(p) for p in remove_empty_folders(run)]
         if kept:
             shown = ", ".join(kept[:8]) + (f" and {len(kept) - 8} more" if len(kept) > 8 else "")
             print(f"vae train: kept {len(kept)} entries in {run.root} that no run wrote: {shown}", file=sys.stderr)
