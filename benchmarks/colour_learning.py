@@ -65,7 +65,7 @@ def run(variant, splits, epochs=10):
         validation = splits.validation.images[:500]
         start, curve = time.perf_counter(), []
         for _ in range(epochs):
-            vae.fit(splits.train.images, batch_size=128, epochs=1, verbose=0, shuffle=True)
+            vae.fit({"images": splits.train.images}, batch_size=128, epochs=1, verbose=0, shuffle=True)
             nats = evaluate_losses(vae, validation, 250)["loss"]
             curve.append(round(float(bits_per_dim(nats, COLOUR_32.scored_dims)), 2))
     finally:

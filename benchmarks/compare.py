@@ -66,10 +66,11 @@ def keras_io_reference(image_shape, latent_dim=2, on_probabilities=True):
             self.encoder, self.decoder = encoder, decoder
 
         def train_step(self, x):
+            x = x["images"] if isinstance(x, dict) else x  # the package's pipeline yields named inputs
             with tf.GradientTape() as tape:
-                z_mean, z_log_var = self.encoder(x, training=True)
+                z_mean, z_log_var = self.encoder({"images": x}, training=True)
                 z = z_mean + tf.exp(0.5 * z_log_var) * tf.random.normal(tf.shape(z_mean))
-                bce = reconstruction_terms(x, self.decoder(z, training=True))
+                bce = reconstruction_terms(x, self.decoder({"z": z}, training=True))
                 reconstruction = tf.reduce_mean(tf.reduce_sum(bce, axis=tuple(range(1, len(bce.shape)))))
                 kl = tf.reduce_mean(tf.reduce_sum(-0.5 * (1 + z_log_var - z_mean**2 - tf.exp(z_log_var)), axis=1))
                 loss = reconstruction + kl

@@ -33,8 +33,7 @@ class RepeatedImages:
         self.vae = vae
 
     def __call__(self, latent_inputs, images, k):
-        latent = latent_inputs if isinstance(latent_inputs, list) else [latent_inputs]
-        return self.vae.decoder([*latent, ops.tile(images, (k, 1, 1, 1))], training=False)
+        return self.vae.decoder({**latent_inputs, "images": ops.tile(images, (k, 1, 1, 1))}, training=False)
 
 
 def variants(run):

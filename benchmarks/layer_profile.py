@@ -107,7 +107,7 @@ def model_step(architecture, precision, batch, seed, float32_output=False):
     images = (np.random.default_rng(seed).random((batch, 32, 32, 1)) < 0.2).astype("float32")
     vae.optimizer.build(vae.trainable_variables)  # the model is built; the step then creates no variable
     step = tf.function(vae.train_step)
-    return step, tf.constant(images), vae
+    return step, {"images": tf.constant(images)}, vae
 
 
 def check_phases(layer):

@@ -17,7 +17,7 @@ def one_d_model():
     images = data.load_splits("mnist", validation_size=100, limit=512).train.images
     vae = models.build_vae(latent_dim=1, seed=0)
     vae.compile(keras.optimizers.Adam(3e-3))
-    vae.fit(images, batch_size=64, epochs=3, verbose=0)
+    vae.fit({"images": images}, batch_size=64, epochs=3, verbose=0)
     x = images[:8]
     exact = np.array([-exact_log_px(vae.decoder, xi) for xi in x])  # exact -log p(x), (8,)
     return vae, x, exact
@@ -26,7 +26,7 @@ def one_d_model():
 def exact_log_px(decoder, x, lo=-10.0, hi=10.0, points=8001):
     """log p(x) = log of the integral of p(x|z) N(z; 0, 1) dz on a fine grid (1-D latent only)."""
     z = np.linspace(lo, hi, points, dtype="float32")[:, None]
-    logits = decoder.predict(z, batch_size=4000, verbose=0)
+    logits = decoder.predict({"z": z}, batch_size=4000, verbose=0)
     x_rep = np.repeat(x[None], points, axis=0)
     log_joint = -ops.convert_to_numpy(losses.reconstruction_loss(x_rep, logits)).astype(np.float64)
     log_joint += -0.5 * (math.log(2 * math.pi) + z[:, 0].astype(np.float64) ** 2)
@@ -56,7 +56,7 @@ def test_bound_tightens_with_k_and_stays_below_the_elbo(one_d_model):
     # Measured here: mean gaps of ~2-4.5 nats (K=1), ~0.7-1.1 (K=10), ~0.01 (K=1000), depending on seed.
     assert gaps[1] > gaps[10] > abs(gaps[1000])
     assert abs(gaps[1000]) < 0.05
-    z_mean, z_log_var = vae.encoder.predict(x, verbose=0)
+    z_mean, z_log_var = vae.encoder.predict({"images": x}, verbose=0)
     kl = ops.convert_to_numpy(losses.kl_loss(z_mean, z_log_var))
     negative_elbo = reconstruction + kl  # K=1000 Monte-Carlo reconstruction, analytic KL: (n,)
     assert (nll <= negative_elbo + 0.05).all()  # the IW bound is never looser than the ELBO
@@ -88,7 +88,7 @@ def test_dead_relu_units_are_the_ones_zero_on_every_image():
     assert inference.dead_relu_units(vae.encoder, x) == {layer.name: (5, 16)}
     # A unit that fires for one image only is alive.
     kernel[:, 0] = np.random.default_rng(0).standard_normal(kernel.shape[0])
-    features = keras.Model(vae.encoder.inputs, layer.input).predict(x, verbose=0) @ kernel[:, 0]
+    features = keras.Model(vae.encoder.input, layer.input).predict({"images": x}, verbose=0) @ kernel[:, 0]
     bias[0] = -np.sort(features)[-2] - 1e-6 * abs(np.sort(features)[-2])  # just below the largest: one image fires
     layer.set_weights([kernel, bias])
     assert inference.dead_relu_units(vae.encoder, x) == {layer.name: (4, 16)}

@@ -21,7 +21,7 @@ def _batch(n=8, seed=0):
 def test_shapes_for_several_latent_sizes():
     for latent_dim in (1, 2, 5):
         vae = models.build_vae(latent_dim=latent_dim, seed=0)
-        out = vae(_batch(3))
+        out = vae({"images": _batch(3)})
         assert tuple(out["params"].shape) == (3, 32, 32, 1)
         assert tuple(out["z_mean"].shape) == (3, latent_dim)
         assert tuple(out["z_log_var"].shape) == (3, latent_dim)
@@ -82,11 +82,11 @@ def test_a_train_step_changes_weights_and_an_evaluation_step_does_not(precision)
     vae.compile(keras.optimizers.Adam(1e-3))
     x = _batch(16)
     before = _weights(vae)
-    logs = vae.test_on_batch(x, return_dict=True)
+    logs = vae.test_on_batch({"images": x}, return_dict=True)
     assert set(logs) >= {"loss", "reconstruction_loss", "kl_loss"}
     assert all(np.array_equal(a, b) for a, b in zip(before, _weights(vae)))
     np.testing.assert_allclose(logs["loss"], logs["reconstruction_loss"] + logs["kl_loss"], rtol=1e-5)
-    vae.train_on_batch(x)
+    vae.train_on_batch({"images": x})
     after = _weights(vae)
     changed = [not np.array_equal(a, b) for a, b in zip(before, after)]
     assert all(changed), "every kernel and bias receives a gradient"
@@ -98,7 +98,7 @@ def test_config_round_trip_rebuilds_the_same_model():
     clone(_batch(1))
     clone.set_weights(vae.get_weights())
     x = _batch(4)
-    np.testing.assert_array_equal(vae.encoder.predict(x, verbose=0)[0], clone.encoder.predict(x, verbose=0)[0])
+    np.testing.assert_array_equal(vae.encoder.predict({"images": x}, verbose=0)[0], clone.encoder.predict({"images": x}, verbose=0)[0])
     assert clone.seed == 5 and clone.latent_dim == 3
 
 
@@ -106,16 +106,16 @@ def test_config_round_trip_rebuilds_the_same_model():
 def test_saved_models_reload_identically_in_a_fresh_process(precision, tmp_path):
     vae = models.build_vae(seed=3, precision=precision)
     vae.compile(keras.optimizers.Adam(1e-3))
-    vae.fit(_batch(64), batch_size=32, epochs=1, verbose=0)  # non-initial weights and optimizer state
+    vae.fit({"images": _batch(64)}, batch_size=32, epochs=1, verbose=0)  # non-initial weights and optimizer state
     vae.save(tmp_path / "vae.keras")
     vae.encoder.save(tmp_path / "encoder.keras")
     vae.decoder.save(tmp_path / "decoder.keras")
     x = _batch(5, seed=9)
     np.save(tmp_path / "x.npy", x)
     expected = {
-        "z_mean": vae.encoder.predict(x, verbose=0)[0],
-        "decoded": vae.decoder.predict(np.array([[0.3, -1.0]], "float32"), verbose=0),
-        "vae_logits": keras.ops.convert_to_numpy(vae(x)["params"]),  # the next sample of the saved RNG state
+        "z_mean": vae.encoder.predict({"images": x}, verbose=0)[0],
+        "decoded": vae.decoder.predict({"z": np.array([[0.3, -1.0]], "float32")}, verbose=0),
+        "vae_logits": keras.ops.convert_to_numpy(vae({"images": x})["params"]),  # the next sample of the saved RNG state
     }
     # Reload in another interpreter: only `import mnist_vae`, no custom_objects, safe_mode on.
     script = textwrap.dedent(f"""
@@ -125,9 +125,9 @@ def test_saved_models_reload_identically_in_a_fresh_process(precision, tmp_path)
         vae = keras.saving.load_model(d + "/vae.keras", safe_mode=True)
         enc = keras.saving.load_model(d + "/encoder.keras", safe_mode=True)
         dec = keras.saving.load_model(d + "/decoder.keras", safe_mode=True)
-        np.save(d + "/z_mean.npy", enc.predict(x, verbose=0)[0])
-        np.save(d + "/decoded.npy", dec.predict(np.array([[0.3, -1.0]], "float32"), verbose=0))
-        np.save(d + "/vae_logits.npy", keras.ops.convert_to_numpy(vae(x)["params"]))
+        np.save(d + "/z_mean.npy", enc.predict({"images": x}, verbose=0)[0])
+        np.save(d + "/decoded.npy", dec.predict({"z": np.array([[0.3, -1.0]], "float32")}, verbose=0))
+        np.save(d + "/vae_logits.npy", keras.ops.convert_to_numpy(vae({"images": x})["params"]))
         assert type(vae).__name__ == "VAE" and vae.optimizer is not None
         # The training precision is saved with the layers; the output layers stay float32.
         assert dec.get_layer("params").dtype_policy.name == "float32"
@@ -155,7 +155,7 @@ vae = models.build_vae(seed=0)
 vae.compile(keras.optimizers.Adam(1e-3))
 x = np.random.default_rng(0).uniform(size=(32, 32, 32, 1)).astype("float32")
 before = [np.array(w) for w in vae.get_weights()]
-logs = vae.fit(x, batch_size=16, epochs=1, verbose=0).history
+logs = vae.fit({"images": x}, batch_size=16, epochs=1, verbose=0).history
 after = [np.array(w) for w in vae.get_weights()]
 assert all(not np.array_equal(a, b) for a, b in zip(before, after))
 assert np.isfinite(logs["loss"][0]) and set(logs) >= {"loss", "reconstruction_loss", "kl_loss"}
@@ -164,13 +164,13 @@ ar = models.build_vae(latent_dim=4, architecture="resnet_ar", seed=0)
 ar.compile(keras.optimizers.Adam(1e-3))
 binary = (x > 0.5).astype("float32")
 before = [np.array(w) for w in ar.get_weights()]
-assert np.isfinite(ar.fit(binary, batch_size=16, epochs=1, verbose=0).history["loss"][0])
+assert np.isfinite(ar.fit({"images": binary}, batch_size=16, epochs=1, verbose=0).history["loss"][0])
 assert all(not np.array_equal(a, np.array(b)) for a, b in zip(before, ar.get_weights()))
 # So does bf16 mixed precision (for GPUs, where torch is this package's backend).
 mixed = models.build_vae(seed=0, precision="mixed_bfloat16")
 mixed.compile(keras.optimizers.Adam(1e-3))
 before = [np.array(w) for w in mixed.get_weights()]
-assert np.isfinite(mixed.fit(x, batch_size=16, epochs=1, verbose=0).history["loss"][0])
+assert np.isfinite(mixed.fit({"images": x}, batch_size=16, epochs=1, verbose=0).history["loss"][0])
 assert all(not np.array_equal(a, np.array(b)) for a, b in zip(before, mixed.get_weights()))
 print("torch ok", logs["loss"][0])
 """
@@ -239,7 +239,7 @@ def test_stronger_architectures_train_and_reload_in_a_fresh_process(architecture
     vae.compile(keras.optimizers.Adam(1e-3))
     x = _binary(16)
     before = _weights(vae)
-    vae.train_on_batch(x)
+    vae.train_on_batch({"images": x})
     assert all(not np.array_equal(a, b) for a, b in zip(before, _weights(vae)))
     vae.save(tmp_path / "vae.keras")
     vae.decoder.save(tmp_path / "decoder.keras")
@@ -287,7 +287,7 @@ def test_mixed_precision_computes_in_bf16_but_keeps_weights_and_outputs_float32(
     assert set(policies.values()) == {"mixed_bfloat16"}, "every other layer computes in bf16"
     assert {w.dtype for w in vae.weights} == {"float32"}, "master weights stay float32"
     x = (_batch(4) > 0.5).astype("float32")
-    assert {keras.backend.standardize_dtype(v.dtype) for v in vae(x).values()} == {"float32"}
+    assert {keras.backend.standardize_dtype(v.dtype) for v in vae({"images": x}).values()} == {"float32"}
     # Switching back gives exactly the float32 model with the same weights.
     reference = models.build_vae(latent_dim=4, architecture=architecture, seed=0)
     reference.set_weights(vae.get_weights())
@@ -321,15 +321,15 @@ def test_switching_precision_retraces_compiled_prediction():
     reference = models.build_vae(seed=0)
     reference.set_weights(vae.get_weights())
     z = np.random.default_rng(3).normal(size=(600, 2)).astype("float32")  # two slices of 512
-    bf16 = inference.predict(vae.decoder, z)  # traces the decoder's predict function in bf16
+    bf16 = inference.predict(vae.decoder, {"z": z})  # traces the decoder's predict function in bf16
     models.set_precision(vae, "float32")
-    f32 = inference.predict(vae.decoder, z)
+    f32 = inference.predict(vae.decoder, {"z": z})
     assert not np.array_equal(bf16, f32)
-    np.testing.assert_allclose(f32, reference.decoder.predict(z, verbose=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(f32, reference.decoder.predict({"z": z}, verbose=0), rtol=1e-5, atol=1e-5)
     # A list of inputs and a list of outputs, sliced and joined row for row.
     images = _batch(600)
-    z_mean, z_log_var = inference.predict(reference.encoder, images, batch_size=256)
-    expected = reference.encoder.predict(images, verbose=0)
+    z_mean, z_log_var = inference.predict(reference.encoder, {"images": images}, batch_size=256)
+    expected = reference.encoder.predict({"images": images}, verbose=0)
     assert z_mean.shape == z_log_var.shape == (600, 2)
     np.testing.assert_allclose(z_mean, expected[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(z_log_var, expected[1], rtol=1e-5, atol=1e-6)

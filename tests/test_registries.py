@@ -59,14 +59,14 @@ class ToyGaussian:
 def build_mlp_encoder(image_shape, latent_dim, num_classes=0):
     images = keras.Input(shape=image_shape, name="images")
     h = layers.Dense(32, activation="relu")(layers.Flatten()(images))
-    return keras.Model(images, [layers.Dense(latent_dim, name="z_mean")(h), layers.Dense(latent_dim, name="z_log_var")(h)],
-                       name="encoder")
+    return keras.Model({"images": images}, [layers.Dense(latent_dim, name="z_mean")(h),
+                                            layers.Dense(latent_dim, name="z_log_var")(h)], name="encoder")
 
 
 def build_mlp_decoder(image_shape, latent_dim, out_channels, pad, num_classes=0):
     z = keras.Input(shape=(latent_dim,), name="z")
     h = layers.Dense(int(np.prod(image_shape[:2])) * out_channels, name=models.OUTPUT_LAYER)(z)
-    return keras.Model(z, as_float32(layers.Reshape((*image_shape[:2], out_channels))(h)), name="decoder")
+    return keras.Model({"z": z}, as_float32(layers.Reshape((*image_shape[:2], out_channels))(h)), name="decoder")
 
 
 @pytest.mark.slow

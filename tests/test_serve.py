@@ -209,7 +209,7 @@ def test_export_writes_onnx_graphs_that_onnxruntime_runs_like_keras(tmp_path, tr
     z = np.asarray([[0.5, -1.0], [2.0, 0.25]], np.float32)
     session = ort.InferenceSession(str(run / "export" / "decoder.onnx"))
     logits = session.run(None, {session.get_inputs()[0].name: z})[0]
-    np.testing.assert_allclose(logits, np.asarray(vae.decoder.predict_on_batch(z)), atol=1e-4)
+    np.testing.assert_allclose(logits, np.asarray(vae.decoder.predict_on_batch({"z": z})), atol=1e-4)
     images = vae.geometry.to_model_input(np.zeros((1, 28, 28), np.uint8))
     session = ort.InferenceSession(str(run / "export" / "encoder.onnx"))
     z_mean = session.run(None, {session.get_inputs()[0].name: images})[0]

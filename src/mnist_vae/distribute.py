@@ -272,7 +272,7 @@ def adapt_model(vae, cluster):
     vae.compute_loss = replica_share
     images = keras.KerasTensor((None, *vae.image_shape))
     labels = keras.KerasTensor((None, vae.num_classes))
-    vae({"images": images, "labels": labels} if vae.conditional else images, training=False)
+    vae({"images": images, "labels": labels} if vae.conditional else {"images": images}, training=False)
     vae.optimizer.build(vae.trainable_variables)
     setattr(vae, KERAS_SYMBOLIC_BUILD, lambda iterator=None, data_batch=None: None)
     if cluster.workers > 1:

@@ -48,8 +48,7 @@ class LossTerms(keras.Model):
 
     def call(self, inputs):
         """``inputs`` as ``vae`` takes them; a dict of (batch,) nats."""
-        images = inputs["images"] if self.vae.conditional else inputs
-        return self.vae.loss_terms(images, self.vae(inputs, training=False))
+        return self.vae.loss_terms(inputs["images"], self.vae(inputs, training=False))
 
 
 def log_weights(vae, x, z_mean, z_log_var, eps, y=None, scorer=None):

@@ -79,9 +79,8 @@ def sample_autoregressive(vae, z, one_hot_labels=None, seed=0, batch_size=512):
     rng = np.random.default_rng([seed, 2])
     out = []
     for start in range(0, len(z), batch_size):
-        latent = z[start:start + batch_size]
-        if vae.conditional:
-            latent = [latent, one_hot_labels[start:start + batch_size]]
+        labels = one_hot_labels[start:start + batch_size] if vae.conditional else None
+        latent = vae.decoder_inputs(z[start:start + batch_size], labels=labels, with_images=False)
         features = ops.convert_to_numpy(features_of(latent))  # (b, 28, 28, F)
         b, height, width, _ = features.shape
         uniforms = rng.random((b, height, width, channels), dtype=np.float32)
@@ -92,7 +91,7 @@ def sample_autoregressive(vae, z, one_hot_labels=None, seed=0, batch_size=512):
             for j in range(width):
                 left, right = max(0, j - beside), min(width, j + beside + 1)
                 window = (slice(None), slice(lo, i + 1), slice(left, right))
-                logits = np.asarray(head.predict_on_batch([features[window], x[window]]))[:, -1, j - left]  # (b, c)
+                logits = np.asarray(head.predict_on_batch({"features": features[window], "image": x[window]}))[:, -1, j - left]  # (b, c)
                 p = vae.observation.mean(logits)
                 means[:, i, j] = p
                 x[:, i, j] = vae.observation.sample(logits, uniforms[:, i, j])  # the likelihood draws the pixel

@@ -87,8 +87,8 @@ class ImageBatches(keras.utils.PyDataset):
         # feed exactly the batches one would (keras.distribution on several processes).
         self.shard = shard
         self.images = images
-        # Per-image conditioning (one-hot labels, (n, classes)) for a conditional VAE: batches are
-        # then {"images", "labels"}, the inputs ``models.VAE.model_inputs`` describes.
+        # Per-image conditioning (one-hot labels, (n, classes)) for a conditional VAE. Batches are the
+        # VAE's named inputs, {"images"} and then {"labels"} (``models.VAE.model_inputs``).
         self.labels = labels
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
@@ -132,7 +132,7 @@ class ImageBatches(keras.utils.PyDataset):
                 raise ValueError(f"a batch of {n} images does not split over {count} processes")
             part = slice(index * n // count, (index + 1) * n // count)
             batch, picked = batch[part], np.arange(len(self.images))[picked][part]
-        return batch if self.labels is None else {"images": batch, "labels": self.labels[picked]}
+        return {"images": batch} if self.labels is None else {"images": batch, "labels": self.labels[picked]}
 
 
 def one_hot(labels, num_classes):
@@ -160,9 +160,9 @@ def keras_input(batches):
     def spec(array):
         return tf.TensorSpec((None, *array.shape[1:]), tf.as_dtype(array.dtype))
 
-    signature = spec(batches.images)
+    signature = {"images": spec(batches.images)}
     if batches.labels is not None:
-        signature = {"images": signature, "labels": spec(batches.labels)}
+        signature["labels"] = spec(batches.labels)
     # A request for batch 0 starts the next epoch (see ImageBatches): every iterator opens with it.
     pipeline = tf.data.Dataset.from_generator(lambda: (batches[i] for i in range(len(batches))),
                                               output_signature=signature)

@@ -50,33 +50,33 @@ def _idx_sizes(n_train, n_test):
     }
 
 
+def _mnist_like(name, sha256, **where):
+    """A dataset in MNIST's four IDX files of 60,000 training and 10,000 test 28x28 images; ``sha256``
+    of the decompressed files in ``_IDX_FILES``' order (train images, labels, test images, labels)."""
+    names = [file for pair in _IDX_FILES.values() for file in pair]
+    return DatasetSpec(name=name, files=_IDX_FILES, sha256=dict(zip(names, sha256)), sizes=_idx_sizes(60_000, 10_000),
+                       **where)
+
+
 # name -> spec; a new dataset is one entry here.
 DATASETS = {
-    "mnist": DatasetSpec(
-        name="mnist",
-        files=_IDX_FILES,
-        sha256={
-            "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-            "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-            "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-            "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-        },
-        sizes=_idx_sizes(60_000, 10_000),
+    "mnist": _mnist_like(
+        "mnist",
+        ("ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+         "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+         "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+         "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
         class_names=tuple(str(d) for d in range(10)),
         packaged="datasets/mnist",
         install_hint="reinstall mnist-vae, which ships MNIST",
         urls=("https://storage.googleapis.com/cvdf-datasets/mnist/",),
     ),
-    "fashion_mnist": DatasetSpec(
-        name="fashion_mnist",
-        files=_IDX_FILES,
-        sha256={
-            "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-            "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-            "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-            "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-        },
-        sizes=_idx_sizes(60_000, 10_000),
+    "fashion_mnist": _mnist_like(
+        "fashion_mnist",
+        ("c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+         "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+         "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+         "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
         class_names=(
             "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
             "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",

@@ -74,6 +74,21 @@ class ModelConfig:
         padded, _, channels = self.image_shape
         return Geometry(side=padded - 2 * self.pad, channels=channels, pad=self.pad)
 
+    @property
+    def observation(self):
+        """The observation model (``observation.LIKELIHOODS[likelihood]``)."""
+        return get_likelihood(self.likelihood)
+
+    @property
+    def autoregressive(self):
+        """Whether the decoder reads the image beside z (pixel i conditioned on the pixels before it)."""
+        return self.observation.autoregressive
+
+    @property
+    def conditional(self):
+        """Whether encoder and decoder read the one-hot class label."""
+        return self.num_classes > 0
+
     def to_dict(self):
         """JSON-able fields."""
         return {**dataclasses.asdict(self), "image_shape": list(self.image_shape)}

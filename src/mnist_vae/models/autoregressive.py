@@ -8,7 +8,7 @@ once for K latent draws.
 import keras
 from keras import layers, ops
 
-from mnist_vae.models.layers import MaskedConv2D, inputs_of, with_label
+from mnist_vae.models.layers import MaskedConv2D, with_label
 from mnist_vae.models.resnet import resnet_features
 from mnist_vae.observation import PAD
 
@@ -28,7 +28,7 @@ def build_pixel_head(feature_shape, channels=1, filters=32, layers_b=2):
     for _ in range(layers_b):
         h = layers.ReLU()(layers.Add()([h, MaskedConv2D(filters, 3, mask_type="B")(h)]))
     logits = layers.Conv2D(channels, 1, name="head_params")(h)
-    return keras.Model([features, image], logits, name="pixel_head")
+    return keras.Model({"features": features, "image": image}, logits, name="pixel_head")
 
 
 def build_resnet_ar_decoder(image_shape=(32, 32, 1), latent_dim=32, out_channels=None, pad=PAD, num_classes=0,
@@ -38,21 +38,21 @@ def build_resnet_ar_decoder(image_shape=(32, 32, 1), latent_dim=32, out_channels
     The latent carries global shape; the causal head models what a factorised Bernoulli cannot,
     the dependence between neighbouring pixels (as in PixelVAE, Gulrajani et al., 2017). The head
     runs on the 28x28 pixels that are scored; the padding's logits are 0 and never used.
-    Inputs in the order ``VAE.decoder_inputs`` gives them. ``pixel_layers``: the head's masked
+    Named inputs ``z``, ``images`` and, conditional, ``labels`` (``VAE.decoder_inputs``). ``pixel_layers``: the head's masked
     3x3 layers after its first (``build_pixel_head``'s ``layers_b``).
     """
     if out_channels not in (None, image_shape[-1]):
         raise ValueError(f"the autoregressive head returns one logit per channel, not {out_channels} parameters")
     z = keras.Input(shape=(latent_dim,), name="z")
-    inputs = [z]
+    inputs = {"z": z}
     z_and_label = with_label(z, num_classes, inputs)
     images = keras.Input(shape=image_shape, name="images")  # (b, 32, 32, c) the pixels being modelled
-    inputs.append(images)
+    inputs["images"] = images
     features = layers.Cropping2D(pad, name="features")(resnet_features(z_and_label, image_shape))  # (b, 28, 28, 32)
     context = layers.Cropping2D(pad)(images)  # (b, 28, 28, c)
     # Spatial sides left open so a sampler can run the head on the few rows a pixel depends on.
     head = build_pixel_head((None, None, features.shape[-1]), image_shape[-1], layers_b=pixel_layers)
-    params = layers.ZeroPadding2D(pad, name="params")(head([features, context]))  # (b, 32, 32, c) logits
+    params = layers.ZeroPadding2D(pad, name="params")(head({"features": features, "image": context}))  # (b, 32, 32, c) logits
     return keras.Model(inputs, params, name="decoder")
 
 
@@ -71,13 +71,13 @@ def columns_seen_beside(head):
 
 def autoregressive_parts(decoder):
     """(z [, label] -> features model, causal head) of a ``build_resnet_ar_decoder`` decoder, for pixel-by-pixel sampling."""
-    latent_inputs = inputs_of(decoder.inputs[:-1])  # all but the image, which comes last
+    latent_inputs = {name: tensor for name, tensor in decoder.input.items() if name != "images"}
     return keras.Model(latent_inputs, decoder.get_layer("features").output), decoder.get_layer("pixel_head")
 
 
 def pixel_head_stages(head):
-    """(image_stage, rest) of a ``build_pixel_head`` head: ``head([features, image])`` equals
-    ``rest(features + image_stage(image))``.
+    """(image_stage, rest) of a ``build_pixel_head`` head: ``head({"features": f, "image": x})`` equals
+    ``rest(f + image_stage(x))``.
 
     ``image_stage`` is the first, mask-A convolution, the head's one layer that reads the image and
     not z; ``rest`` is everything after the sum. So K latent draws of one image need the image
@@ -98,9 +98,9 @@ def pixel_head_stages(head):
 class AutoregressiveScorer:
     """The logits of an autoregressive decoder for K latent draws per image, its image-only part once per image.
 
-    ``scorer(latent_inputs, images, k)``: ``latent_inputs`` are the decoder's z [, labels] for K*B
-    draws, copy-major (draw j of image b at row j*B + b); ``images`` (B, H, W, C) once each. Equals
-    ``decoder([*latent_inputs, images repeated K times])`` (``tests/test_evaluate.py``), without
+    ``scorer(latent_inputs, images, k)``: ``latent_inputs`` are the decoder's ``z`` [, ``labels``] for
+    K*B draws, copy-major (draw j of image b at row j*B + b); ``images`` (B, H, W, C) once each. Equals
+    ``decoder({**latent_inputs, "images": images repeated K times})`` (``tests/test_evaluate.py``), without
     the K copies of the images or K runs of the head's first convolution on them.
     """
 

@@ -3,7 +3,7 @@
 import keras
 from keras import layers
 
-from mnist_vae.models.layers import OUTPUT_LAYER, as_float32, inputs_of, with_label
+from mnist_vae.models.layers import OUTPUT_LAYER, as_float32, with_label
 from mnist_vae.observation import PAD
 
 
@@ -14,7 +14,7 @@ def build_keras_io_encoder(image_shape=(32, 32, 1), latent_dim=2, num_classes=0,
     one-hot label (input ``labels``) joins the flattened features before the Dense layer: q(z | x, y).
     """
     images = keras.Input(shape=image_shape, name="images")  # (batch, 32, 32, C) in [0, 1]
-    inputs = [images]
+    inputs = {"images": images}
     h = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(images)  # (b, 16, 16, 32)
     h = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(h)  # (b, 8, 8, 64)
     h = with_label(layers.Flatten()(h), num_classes, inputs)
@@ -22,7 +22,7 @@ def build_keras_io_encoder(image_shape=(32, 32, 1), latent_dim=2, num_classes=0,
         h = layers.Dense(hidden, activation="relu")(h)
     z_mean = layers.Dense(latent_dim, name="z_mean")(h)
     z_log_var = layers.Dense(latent_dim, name="z_log_var")(h)
-    return keras.Model(inputs_of(inputs), [z_mean, z_log_var], name="encoder")
+    return keras.Model(inputs, [z_mean, z_log_var], name="encoder")
 
 
 # The factorised decoders' last convolution, which computes the distribution parameters. Under
@@ -41,7 +41,7 @@ def build_conv_decoder(image_shape=(32, 32, 1), latent_dim=2, out_channels=None,
     if height % 4 or width % 4:
         raise ValueError(f"image side must be a multiple of 4 for two stride-2 layers, got {image_shape}")
     z = keras.Input(shape=(latent_dim,), name="z")
-    inputs = [z]
+    inputs = {"z": z}
     h = layers.Dense((height // 4) * (width // 4) * 64, activation="relu")(with_label(z, num_classes, inputs))
     h = layers.Reshape((height // 4, width // 4, 64))(h)  # (b, 8, 8, 64)
     h = layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu")(h)  # (b, 16, 16, 64)
@@ -49,7 +49,7 @@ def build_conv_decoder(image_shape=(32, 32, 1), latent_dim=2, out_channels=None,
     # No sigmoid: the decoder returns distribution parameters (Bernoulli logits); the
     # observation model turns them into images.
     params = layers.Conv2DTranspose(out_channels or channels, 3, padding="same", name=OUTPUT_LAYER)(h)  # (b, 32, 32, P)
-    return keras.Model(inputs_of(inputs), as_float32(params), name="decoder")
+    return keras.Model(inputs, as_float32(params), name="decoder")
 
 
 def build_conv_encoder(image_shape=(32, 32, 1), latent_dim=2, num_classes=0):

@@ -78,17 +78,15 @@ class MaskedConv2D(layers.Conv2D):
 
 
 def with_label(h, num_classes, inputs):
-    """``h`` with the one-hot label concatenated when conditional (a new ``labels`` input appended to ``inputs``)."""
+    """``h`` with the one-hot label concatenated when conditional (a new ``labels`` input added to the dict ``inputs``).
+
+    Every model takes named inputs, a dict: ``images``, ``z`` and, conditional, ``labels``.
+    """
     if not num_classes:
         return h
     labels = keras.Input(shape=(num_classes,), name="labels")  # (batch, classes) one-hot
-    inputs.append(labels)
+    inputs["labels"] = labels
     return layers.Concatenate()([h, labels])
-
-
-def inputs_of(inputs):
-    """A functional model's inputs: the tensor itself when there is one, so unconditional models keep their old signature."""
-    return inputs[0] if len(inputs) == 1 else inputs
 
 
 OUTPUT_LAYER = "output_conv"

@@ -3,7 +3,7 @@
 import keras
 from keras import layers
 
-from mnist_vae.models.layers import OUTPUT_LAYER, as_float32, inputs_of, with_label
+from mnist_vae.models.layers import OUTPUT_LAYER, as_float32, with_label
 from mnist_vae.observation import PAD
 
 
@@ -20,7 +20,7 @@ def build_resnet_encoder(image_shape=(32, 32, 1), latent_dim=32, num_classes=0):
     With ``num_classes`` the one-hot label joins the flattened features: q(z | x, y).
     """
     images = keras.Input(shape=image_shape, name="images")  # (batch, 32, 32, c)
-    inputs = [images]
+    inputs = {"images": images}
     h = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(images)  # (b, 16, 16, 32)
     h = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(h)  # (b, 8, 8, 64)
     h = _residual(h, 64)
@@ -28,7 +28,7 @@ def build_resnet_encoder(image_shape=(32, 32, 1), latent_dim=32, num_classes=0):
     h = with_label(h, num_classes, inputs)
     z_mean = layers.Dense(latent_dim, name="z_mean")(h)
     z_log_var = layers.Dense(latent_dim, name="z_log_var")(h)
-    return keras.Model(inputs_of(inputs), [z_mean, z_log_var], name="encoder")
+    return keras.Model(inputs, [z_mean, z_log_var], name="encoder")
 
 
 def resnet_features(z, image_shape):
@@ -46,8 +46,8 @@ def resnet_features(z, image_shape):
 def build_resnet_decoder(image_shape=(32, 32, 1), latent_dim=32, out_channels=None, pad=PAD, num_classes=0):
     """Residual decoder of a factorised likelihood: z [, label] -> (b, 32, 32, out_channels) parameters (default: c logits)."""
     z = keras.Input(shape=(latent_dim,), name="z")
-    inputs = [z]
+    inputs = {"z": z}
     out_channels = out_channels or image_shape[-1]
     features = resnet_features(with_label(z, num_classes, inputs), image_shape)
     params = layers.Conv2D(out_channels, 3, padding="same", name=OUTPUT_LAYER)(features)
-    return keras.Model(inputs_of(inputs), as_float32(params), name="decoder")
+    return keras.Model(inputs, as_float32(params), name="decoder")

@@ -11,7 +11,16 @@ from mnist_vae import losses
 from mnist_vae.models.architectures import ModelConfig, build_parts
 from mnist_vae.models.layers import PACKAGE, Sampling
 from mnist_vae.models.precision import set_precision
-from mnist_vae.observation import get_likelihood
+
+
+class _FromConfig:
+    """A read-only attribute of a ``VAE`` that is its ``ModelConfig``'s attribute of the same name."""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, vae, owner=None):
+        return self if vae is None else getattr(vae.config, self.name)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -19,9 +28,8 @@ class VAE(keras.Model):
     """Encoder -> Sampling -> decoder; ``fit`` minimises the negative ELBO in nats per image.
 
     ``call`` returns a dict: ``params`` (batch, H, W, P), the distribution parameters of the
-    observation model ``likelihood`` (a name in ``observation.LIKELIHOODS``, for Bernoulli
-    pixels logits), and ``z_mean`` and ``z_log_var`` (batch, latent_dim). The model's kind is
-    these properties, saved with it: ``likelihood`` says whether the decoder reads the image.
+    observation model ``likelihood`` (for Bernoulli pixels, logits), and ``z_mean`` and
+    ``z_log_var`` (batch, latent_dim). What kind of model it is, its ``ModelConfig`` says.
     """
 
     def __init__(self, encoder, decoder, config, seed=None, precision="float32", **kwargs):
@@ -44,86 +52,45 @@ class VAE(keras.Model):
         # warm-up or free bits shape the training loss.
         self.negative_elbo_tracker = keras.metrics.Mean(name="negative_elbo")
 
-    @property
-    def likelihood(self):
-        """The observation model's name (``observation.LIKELIHOODS``)."""
-        return self.config.likelihood
-
-    @property
-    def pad(self):
-        """The zero border of the model's images that is not scored."""
-        return self.config.pad
-
-    @property
-    def num_classes(self):
-        """Classes of a conditional VAE (labels one-hot into encoder and decoder); 0: unconditional."""
-        return self.config.num_classes
-
-    @property
-    def latent_dim(self):
-        """Number of latent dimensions."""
-        return self.config.latent_dim
-
-    @property
-    def image_shape(self):
-        """(height, width, channels) of the padded images the model takes."""
-        return self.config.image_shape
-
-    @property
-    def geometry(self):
-        """The ``observation.Geometry`` of the images: scored side and channels, and the padding around them."""
-        return self.config.geometry
-
-    @property
-    def observation(self):
-        """The observation model (``observation.LIKELIHOODS[self.likelihood]``)."""
-        return get_likelihood(self.likelihood)
-
-    @property
-    def autoregressive(self):
-        """Whether the decoder reads the image beside z (pixel i conditioned on the pixels before it)."""
-        return self.observation.autoregressive
-
-    @property
-    def conditional(self):
-        """Whether encoder and decoder read the one-hot class label."""
-        return self.num_classes > 0
+    # What the model is: its ModelConfig's, read through (likelihood, latent_dim, num_classes,
+    # image_shape, pad, geometry, and what they imply: observation, autoregressive, conditional).
+    likelihood, latent_dim, num_classes, image_shape, pad, geometry = (_FromConfig() for _ in range(6))
+    observation, autoregressive, conditional = (_FromConfig() for _ in range(3))
 
     def one_hot(self, labels):
         """Integer labels (n,) -> float32 one-hot (n, num_classes)."""
         return ops.one_hot(ops.convert_to_tensor(labels, "int32"), self.num_classes)
 
     def model_inputs(self, images, labels=None):
-        """What ``call`` takes: the images, or for a conditional model {"images", "labels" (one-hot)}."""
-        if not self.conditional:
-            return images
-        if labels is None:
-            raise ValueError("a conditional VAE needs the class labels of its images")
-        return {"images": images, "labels": self.one_hot(labels)}
+        """What ``call`` takes: {"images"} and, conditional, {"labels": one-hot} made from integer ``labels``."""
+        return self.encoder_inputs(images, None if labels is None or not self.conditional else self.one_hot(labels))
 
     def encoder_inputs(self, images, labels=None):
-        """The encoder's inputs in its order: the images, then a conditional model's one-hot labels."""
-        return [images, labels] if self.conditional else images
+        """The encoder's named inputs: {"images"} and, conditional, the one-hot {"labels"}."""
+        return {"images": images, **self._labels(labels)}
 
     def decoder_inputs(self, z, images=None, labels=None, with_images=True):
-        """The decoder's inputs in its order: z, a conditional model's one-hot labels, an autoregressive one's images.
+        """The decoder's named inputs: {"z"}, a conditional model's one-hot {"labels"}, an autoregressive one's {"images"}.
 
         ``with_images=False``: only the latent ones (an ``AutoregressiveScorer``'s first argument).
         """
-        inputs = [z]
-        if self.conditional:
-            if labels is None:
-                raise ValueError("a conditional VAE's decoder needs the one-hot labels to decode")
-            inputs.append(labels)
+        inputs = {"z": z, **self._labels(labels)}
         if self.autoregressive and with_images:
             if images is None:
                 raise ValueError("an autoregressive decoder needs the images it models (or a sampler)")
-            inputs.append(images)
-        return inputs[0] if len(inputs) == 1 else inputs
+            inputs["images"] = images
+        return inputs
+
+    def _labels(self, labels):
+        if not self.conditional:
+            return {}
+        if labels is None:
+            raise ValueError("a conditional VAE needs the one-hot labels of its images")
+        return {"labels": labels}
 
     def call(self, inputs, training=False):
-        """Encode, sample one z per image, decode. ``inputs``: see ``model_inputs``."""
-        images, labels = (inputs["images"], inputs["labels"]) if self.conditional else (inputs, None)
+        """Encode, sample one z per image, decode. ``inputs``: {"images"} [, {"labels"}] (``model_inputs``)."""
+        images, labels = inputs["images"], inputs.get("labels")
         z_mean, z_log_var = self.encoder(self.encoder_inputs(images, labels), training=training)
         z = self.sampling([z_mean, z_log_var])
         params = self.decoder(self.decoder_inputs(z, images, labels), training=training)
@@ -154,7 +121,7 @@ class VAE(keras.Model):
         """
         weight = self.kl_schedule(self.optimizer.iterations if self.optimizer is not None else 0)
         target = x if y is None else y
-        terms = self.loss_terms(target["images"] if self.conditional else target, y_pred, beta=weight)
+        terms = self.loss_terms(target["images"], y_pred, beta=weight)
         self.reconstruction_loss_tracker.update_state(terms["reconstruction_loss"])
         self.kl_loss_tracker.update_state(terms["kl_loss"])
         self.negative_elbo_tracker.update_state(terms["reconstruction_loss"] + terms["kl_loss"])

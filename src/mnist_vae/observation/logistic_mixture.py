@@ -47,19 +47,6 @@ class DiscretizedLogisticMixture:
         coeff = ops.tanh(ops.reshape(parts[3], (*lead, k, n_coeff))) if n_coeff else None
         return logits, loc, log_scale, coeff
 
-    def _locations(self, loc, coeff, y, channels):
-        """Per-component locations with channel c shifted by coefficient x channels before c of ``y``."""
-        if coeff is None:
-            return loc
-        shifted, i = [loc[..., 0]], 0
-        for c in range(1, channels):
-            shift = 0.0
-            for prev in range(c):
-                shift = shift + coeff[..., i] * y[..., prev]
-                i += 1
-            shifted.append(loc[..., c] + shift)
-        return ops.stack(shifted, axis=-1)
-
     def log_prob(self, x, params):
         """log p(x | params) per pixel (summed over channels, mixed over components): (..., H, W, C) -> (..., H, W, 1)
 
@@ -69,20 +56,8 @@ class DiscretizedLogisticMixture:
         x = ops.cast(x, params.dtype)  # leading axes broadcast against params' (K decodings of one batch)
         y = ops.expand_dims(2.0 * x - 1.0, -2)  # (..., 1, C) in [-1, 1]
         logits, loc, log_scale, coeff = self.split(params, channels)
-        centred = y - self._locations(loc, coeff, y, channels)  # (..., K, C)
-        inv_scale = ops.exp(-log_scale)
-        upper = inv_scale * (centred + 1.0 / 255.0)
-        lower = inv_scale * (centred - 1.0 / 255.0)
-        log_cdf_upper = upper - ops.softplus(upper)  # log sigmoid(upper): the bottom bin's mass
-        log_survival_lower = -ops.softplus(lower)  # log(1 - sigmoid(lower)): the top bin's mass
-        # log(sigmoid(u) - sigmoid(l)) = log sigmoid(u) + log(1 - exp(log sigmoid(l) - log sigmoid(u))),
-        # stable while the bin holds mass; a bin far in a narrow logistic's tail underflows, and
-        # there the density at its centre times its width (2/255) stands in.
-        delta = ops.sigmoid(upper) - ops.sigmoid(lower)
-        middle = inv_scale * centred
-        log_density_mid = middle - log_scale - 2.0 * ops.softplus(middle) + math.log(2.0 / 255.0)
-        log_bin = ops.where(delta > 1e-5, ops.log(ops.maximum(delta, 1e-12)), log_density_mid)
-        log_p = ops.where(y < -0.999, log_cdf_upper, ops.where(y > 0.999, log_survival_lower, log_bin))
+        centred = y - _shifted_locations(loc, coeff, y, channels)  # (..., K, C)
+        log_p = _log_bin_mass(centred, log_scale, y)  # (..., K, C)
         per_component = ops.sum(log_p, axis=-1) + ops.log_softmax(logits, axis=-1)  # (..., K)
         return ops.expand_dims(ops.logsumexp(per_component, axis=-1), -1)
 
@@ -147,3 +122,35 @@ class DiscretizedLogisticMixture:
 def _softmax(logits):
     e = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def _shifted_locations(loc, coeff, y, channels):
+    """Per-component locations with channel c shifted by coefficient x channels before c of ``y``."""
+    if coeff is None:
+        return loc
+    shifted, i = [loc[..., 0]], 0
+    for c in range(1, channels):
+        shift = 0.0
+        for prev in range(c):
+            shift = shift + coeff[..., i] * y[..., prev]
+            i += 1
+        shifted.append(loc[..., c] + shift)
+    return ops.stack(shifted, axis=-1)
+
+
+def _log_bin_mass(centred, log_scale, y):
+    """log of each 8-bit bin's mass under the logistics: the end bins take the tails. (..., K, C)."""
+    inv_scale = ops.exp(-log_scale)
+    upper = inv_scale * (centred + 1.0 / 255.0)
+    lower = inv_scale * (centred - 1.0 / 255.0)
+    log_cdf_upper = upper - ops.softplus(upper)  # log sigmoid(upper): the bottom bin's mass
+    log_survival_lower = -ops.softplus(lower)  # log(1 - sigmoid(lower)): the top bin's mass
+    # log(sigmoid(u) - sigmoid(l)) = log sigmoid(u) + log(1 - exp(log sigmoid(l) - log sigmoid(u))),
+    # stable while the bin holds mass; a bin far in a narrow logistic's tail underflows, and
+    # there the density at its centre times its width (2/255) stands in.
+    delta = ops.sigmoid(upper) - ops.sigmoid(lower)
+    middle = inv_scale * centred
+    log_density_mid = middle - log_scale - 2.0 * ops.softplus(middle) + math.log(2.0 / 255.0)
+    log_bin = ops.where(delta > 1e-5, ops.log(ops.maximum(delta, 1e-12)), log_density_mid)
+    log_p = ops.where(y < -0.999, log_cdf_upper, ops.where(y > 0.999, log_survival_lower, log_bin))
+    return log_p
