@@ -48,6 +48,8 @@ def main(argv=None):
     parser.add_argument("--images", type=int, default=10_000, help="test images evaluated (default: all 10,000)")
     parser.add_argument("--epochs", type=int, help="override the preset's epochs (a tiny test run)")
     parser.add_argument("--limit", type=int, help="train on the first N images only (a tiny test run)")
+    parser.add_argument("--validation-size", type=int, help="images held out for validation (a tiny test run)")
+    parser.add_argument("--test-limit", type=int, help="test images scored at the end of training (a tiny test run)")
     parser.add_argument("--precision", default="auto", help="training precision (default: auto)")
     parser.add_argument("--batch-size", type=int, default=100, help="images per evaluation batch (default: 100)")
     parser.add_argument("--chunk-size", type=int, default=100, help="samples decoded at once per image (default: 100)")
@@ -63,7 +65,7 @@ def main(argv=None):
     backend = keras.backend.backend()
     values = dict(PRESETS[args.preset])
     values["precision"] = values.get("precision", args.precision)
-    for name in ("epochs", "limit"):
+    for name in ("epochs", "limit", "validation_size", "test_limit"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     config = Config(**values)

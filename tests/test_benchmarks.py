@@ -111,7 +111,8 @@ def test_the_gpu_machines_script_runs_both_presets_without_tensorflow(tmp_path):
     results = tmp_path / "results"
     env = {**os.environ, "PYTHONPATH": str(hidden), "GPU_WHEELS": str(tmp_path / "no-wheels")}
     env.pop("KERAS_BACKEND", None)  # the script's default: torch
-    tiny = ["--limit", "256", "--epochs", "1", "--k", "4", "--images", "20", "--batch-size", "10", "--chunk-size", "4"]
+    tiny = ["--limit", "256", "--epochs", "1", "--k", "4", "--images", "20", "--batch-size", "10", "--chunk-size", "4",
+            "--validation-size", "200", "--test-limit", "100"]
     command = ["bash", str(REPO / "benchmarks" / "gpu_device.sh"), "run", str(tmp_path / "work"), str(results), *tiny]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

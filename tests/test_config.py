@@ -6,7 +6,8 @@ import json
 import pytest
 
 from mnist_vae.cli import build_parser, config_from_args
-from mnist_vae.config import Config, field_docs
+from mnist_vae.config import Config
+from mnist_vae.flags import field_docs
 from mnist_vae.errors import UserError
 
 
@@ -31,12 +32,22 @@ def test_an_unknown_or_mistyped_architecture_in_a_config_is_refused():
 
 
 def test_every_field_has_a_docstring_and_a_flag():
-    docs = field_docs()
+    docs = field_docs(Config)
     names = [f.name for f in dataclasses.fields(Config)]
     assert sorted(docs) == sorted(names) and all(docs.values())
     help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
     for name in names:
         assert "--" + name.replace("_", "-") in help_text
+
+
+def test_every_commands_options_are_documented_fields():
+    """Each command's flags come from a dataclass whose every field has its help written under it."""
+    from mnist_vae.commands import COMMANDS, ClassifierTrainOptions
+
+    for options in [*COMMANDS.values(), ClassifierTrainOptions]:
+        docs = field_docs(options)
+        assert sorted(docs) == sorted(f.name for f in dataclasses.fields(options)) and all(docs.values()), options
+        assert options.__doc__, options
 
 
 def test_json_round_trip(tmp_path):

@@ -198,7 +198,7 @@ def test_batches_cover_every_image_once_in_an_epoch_dependent_order():
     assert len(batches) == 3
 
     def one_pass():
-        return np.concatenate([batches[i].ravel() for i in range(len(batches))])
+        return np.concatenate([batches[i]["images"].ravel() for i in range(len(batches))])
 
     first, second = one_pass(), one_pass()  # each request for batch 0 starts the next epoch
     assert sorted(first) == sorted(second) == list(range(10))
@@ -208,7 +208,7 @@ def test_batches_cover_every_image_once_in_an_epoch_dependent_order():
     batches.restart(0)
     np.testing.assert_array_equal(one_pass(), first)
     plain = data.ImageBatches(images, batch_size=4)
-    np.testing.assert_array_equal(np.concatenate([plain[i].ravel() for i in range(3)]), np.arange(10))
+    np.testing.assert_array_equal(np.concatenate([plain[i]["images"].ravel() for i in range(3)]), np.arange(10))
 
 
 def test_an_explicit_data_dir_that_does_not_exist_is_named(tmp_path):
@@ -242,11 +242,11 @@ def test_binarize_once_is_fixed_and_matches_the_grey_levels():
 def test_dynamic_binarisation_redraws_every_epoch_and_reproduces_on_restart():
     grey = np.random.default_rng(0).uniform(size=(8, 4, 4, 1)).astype("float32")
     batches = data.ImageBatches(grey, batch_size=8, shuffle=True, seed=1, binarize=True)
-    first, second = batches[0], batches[0]  # two epochs
+    first, second = batches[0]["images"], batches[0]["images"]  # two epochs
     assert set(np.unique(first)) <= {0.0, 1.0}
     assert not np.array_equal(first, second)
     batches.restart(1)
-    np.testing.assert_array_equal(batches[0], second)
+    np.testing.assert_array_equal(batches[0]["images"], second)
     with pytest.raises(ValueError, match="shuffle=True"):
         data.ImageBatches(grey, 8, binarize=True)
 
@@ -313,4 +313,4 @@ def test_keras_input_is_the_same_batches_in_order_without_the_autotuner():
             for key in ("images", "labels"):
                 np.testing.assert_array_equal(g[key], w[key])
     plain = data.keras_input(data.ImageBatches(images, batch_size=4))
-    np.testing.assert_array_equal(np.concatenate([b.numpy() for b in plain]), images)
+    np.testing.assert_array_equal(np.concatenate([b["images"].numpy() for b in plain]), images)

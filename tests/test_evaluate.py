@@ -238,8 +238,8 @@ def test_autoregressive_decoders_are_scored_with_the_image_and_chunking_does_not
     # The reconstruction term is log p(x|z) with the head reading x itself: flipping one pixel's
     # neighbourhood changes the score of later pixels, so it must differ from scoring a blank context.
     z = np.zeros((4, 3), "float32")
-    with_x = losses.reconstruction_loss(x, vae.decoder([z, x]))
-    blank = losses.reconstruction_loss(x, vae.decoder([z, np.zeros_like(x)]))
+    with_x = losses.reconstruction_loss(x, vae.decoder({"z": z, "images": x}))
+    blank = losses.reconstruction_loss(x, vae.decoder({"z": z, "images": np.zeros_like(x)}))
     assert not np.allclose(ops.convert_to_numpy(with_x), ops.convert_to_numpy(blank))
 
 

@@ -95,7 +95,7 @@ def test_a_train_step_changes_weights_and_an_evaluation_step_does_not(precision)
 def test_config_round_trip_rebuilds_the_same_model():
     vae = models.build_vae(latent_dim=3, seed=5)
     clone = models.VAE.from_config(json.loads(json.dumps(vae.get_config())))
-    clone(_batch(1))
+    clone({"images": _batch(1)})
     clone.set_weights(vae.get_weights())
     x = _batch(4)
     np.testing.assert_array_equal(vae.encoder.predict({"images": x}, verbose=0)[0], clone.encoder.predict({"images": x}, verbose=0)[0])
@@ -125,9 +125,9 @@ def test_saved_models_reload_identically_in_a_fresh_process(precision, tmp_path)
         vae = keras.saving.load_model(d + "/vae.keras", safe_mode=True)
         enc = keras.saving.load_model(d + "/encoder.keras", safe_mode=True)
         dec = keras.saving.load_model(d + "/decoder.keras", safe_mode=True)
-        np.save(d + "/z_mean.npy", enc.predict({"images": x}, verbose=0)[0])
-        np.save(d + "/decoded.npy", dec.predict({"z": np.array([[0.3, -1.0]], "float32")}, verbose=0))
-        np.save(d + "/vae_logits.npy", keras.ops.convert_to_numpy(vae({"images": x})["params"]))
+        np.save(d + "/z_mean.npy", enc.predict({{"images": x}}, verbose=0)[0])
+        np.save(d + "/decoded.npy", dec.predict({{"z": np.array([[0.3, -1.0]], "float32")}}, verbose=0))
+        np.save(d + "/vae_logits.npy", keras.ops.convert_to_numpy(vae({{"images": x}})["params"]))
         assert type(vae).__name__ == "VAE" and vae.optimizer is not None
         # The training precision is saved with the layers; the output layers stay float32.
         assert dec.get_layer("params").dtype_policy.name == "float32"
@@ -198,12 +198,12 @@ def test_autoregressive_decoder_is_causal_in_raster_order(pixel_layers):
     assert models.rows_seen_above(head) == 3 + pixel_layers  # the 7x7 first layer, then one row per 3x3
     z = np.random.default_rng(0).standard_normal((1, 4)).astype("float32")
     x = _binary(1)
-    base = keras.ops.convert_to_numpy(decoder([z, x]))[0, ..., 0]
+    base = keras.ops.convert_to_numpy(decoder({"z": z, "images": x}))[0, ..., 0]
     assert not base[:2].any() and not base[:, :2].any(), "padding logits are 0 (never scored)"
     for i, j in [(2, 2), (9, 17), (20, 29), (29, 28)]:
         flipped = x.copy()
         flipped[0, i, j, 0] = 1 - flipped[0, i, j, 0]
-        changed = np.argwhere(np.abs(keras.ops.convert_to_numpy(decoder([z, flipped]))[0, ..., 0] - base) > 0)
+        changed = np.argwhere(np.abs(keras.ops.convert_to_numpy(decoder({"z": z, "images": flipped}))[0, ..., 0] - base) > 0)
         order = changed[:, 0] * 32 + changed[:, 1]
         assert (order > i * 32 + j).all(), f"pixel {(i, j)} influenced itself or an earlier pixel"
         if (i, j) != (29, 28):
@@ -211,7 +211,7 @@ def test_autoregressive_decoder_is_causal_in_raster_order(pixel_layers):
     # The pixel after (29, 28) is (29, 29): it must see (29, 28).
     flipped = x.copy()
     flipped[0, 29, 28, 0] = 1 - flipped[0, 29, 28, 0]
-    assert keras.ops.convert_to_numpy(decoder([z, flipped]))[0, 29, 29, 0] != base[29, 29]
+    assert keras.ops.convert_to_numpy(decoder({"z": z, "images": flipped}))[0, 29, 29, 0] != base[29, 29]
 
 
 @pytest.mark.parametrize("pixel_layers", [None, 5])
@@ -227,7 +227,7 @@ def test_windowed_sampler_matches_the_full_decoder(pixel_layers):
     rng = np.random.default_rng([4, 2])
     uniforms = np.concatenate([rng.random((2, 28, 28, 1), dtype=np.float32), rng.random((1, 28, 28, 1), dtype=np.float32)])
     x = np.pad((uniforms < means).astype("float32"), ((0, 0), (2, 2), (2, 2), (0, 0)))
-    full = 1 / (1 + np.exp(-keras.ops.convert_to_numpy(decoder([z, x]))[:, 2:30, 2:30]))
+    full = 1 / (1 + np.exp(-keras.ops.convert_to_numpy(decoder({"z": z, "images": x}))[:, 2:30, 2:30]))
     np.testing.assert_allclose(means, full, atol=1e-5)
     np.testing.assert_array_equal(means, inference.sample_autoregressive(vae, z, seed=4, batch_size=2))
 
@@ -340,8 +340,8 @@ def test_mixed_precision_logits_stay_close_to_float32():
     reference = models.build_vae(seed=0)
     reference.set_weights(vae.get_weights())
     z = np.random.default_rng(2).normal(size=(64, 2)).astype("float32")
-    bf16 = keras.ops.convert_to_numpy(vae.decoder(z))
-    f32 = keras.ops.convert_to_numpy(reference.decoder(z))
+    bf16 = keras.ops.convert_to_numpy(vae.decoder({"z": z}))
+    f32 = keras.ops.convert_to_numpy(reference.decoder({"z": z}))
     assert not np.array_equal(bf16, f32), "bf16 math really ran"
     # bf16 keeps 8 significant bits: logits agree to about 1% of their spread.
     assert np.abs(bf16 - f32).max() < 0.02 * (np.abs(f32).max() + 1e-3)

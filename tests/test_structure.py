@@ -95,6 +95,18 @@ def test_no_private_keras_attribute_outside_the_canary_tested_one():
                         assert not any(hasattr(base, attr) for base in keras_bases), f"{name}.{cls.__name__}.{attr}"
 
 
+def test_no_likelihood_is_named_outside_the_observation_package():
+    """Code elsewhere asks the observation model (``vae.observation``, the registry): no name is compared or assumed."""
+    from mnist_vae.observation import LIKELIHOODS
+
+    for name, path in _modules().items():
+        if name.startswith("mnist_vae.observation"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in LIKELIHOODS:
+                raise AssertionError(f"{name}:{node.lineno} names the likelihood {node.value!r}")
+
+
 def test_only_the_observation_module_knows_the_bernoulli_and_the_28x28_crop():
     for path in PACKAGE.rglob("*.py"):
         if path.parent.name in ("observation", "models", "data"):

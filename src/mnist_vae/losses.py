@@ -7,10 +7,10 @@ over a batch, a split or a class without weighting mistakes from partial batches
 from keras import ops
 
 from mnist_vae import observation
-from mnist_vae.observation import PAD
+from mnist_vae.observation import DEFAULT_LIKELIHOOD, PAD
 
 
-def reconstruction_loss(x, params, pad=PAD, likelihood="bernoulli"):
+def reconstruction_loss(x, params, pad=PAD, likelihood=DEFAULT_LIKELIHOOD):
     """-log p(x | decoder output) summed over the unpadded pixels: (batch,) nats.
 
     ``params`` are the decoder's output; for the default Bernoulli, logits, and this is their binary
@@ -30,7 +30,7 @@ def kl_per_dimension(z_mean, z_log_var):
     return -0.5 * (1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var))
 
 
-def vae_loss(x, params, z_mean, z_log_var, beta=1.0, pad=PAD, likelihood="bernoulli"):
+def vae_loss(x, params, z_mean, z_log_var, beta=1.0, pad=PAD, likelihood=DEFAULT_LIKELIHOOD):
     """Named per-image terms of the negative ELBO: ``loss = reconstruction_loss + beta * kl_loss``."""
     rec = reconstruction_loss(x, params, pad, likelihood)
     kl = kl_loss(z_mean, z_log_var)

@@ -76,9 +76,9 @@ def clear(run):
 
 def remove_empty_folders(run):
     """Remove the run's folders that are empty; returns what is left in them, as in ``clear``."""
-    for folder in run._folders():
+    for folder in run.folders():
         if folder.is_dir() and not folder.is_symlink():
             with contextlib.suppress(OSError):  # not empty: the user's files stay
                 folder.rmdir()
-    ours = set(run._folders())
+    ours = set(run.folders())
     return sorted(p.relative_to(run.root) for folder in ours for p in entries(folder) if p not in ours)

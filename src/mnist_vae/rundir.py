@@ -85,7 +85,7 @@ class RunDir:
             **{self.logs / sub: _EVENT_FILE.fullmatch for sub in TENSORBOARD_DIRS},
         }
 
-    def _folders(self):
+    def folders(self):
         """The run's own folders, deepest first (so emptied ones can be removed in order)."""
         return [*(self.logs / sub for sub in TENSORBOARD_DIRS), self.logs, self.models, self.plots, self.export, self.backup]
 
@@ -131,7 +131,7 @@ class RunDir:
 
     def check_writable(self):
         """Raise ``UserError`` unless new files can be created in the root and in each existing run folder."""
-        for folder in [self.root, *self._folders()]:
+        for folder in [self.root, *self.folders()]:
             if folder.is_dir():
                 try:
                     os.remove(temporary_beside(folder / _PROBE))

@@ -7,7 +7,7 @@ import dataclasses
 import typing
 
 from mnist_vae.models import autoregressive, conv, resnet
-from mnist_vae.observation import PAD, Geometry, get_likelihood
+from mnist_vae.observation import DEFAULT_LIKELIHOOD, PAD, Geometry, get_likelihood
 from mnist_vae.observation import default_likelihood as observation_default
 
 
@@ -61,7 +61,7 @@ class ModelConfig:
     """What a model is: saved inside its ``.keras`` file, and what ``build_parts`` builds it from."""
 
     architecture: str = "keras_io"  # an ARCHITECTURES name
-    likelihood: str = "bernoulli"  # an observation.LIKELIHOODS name
+    likelihood: str = DEFAULT_LIKELIHOOD  # an observation.LIKELIHOODS name
     latent_dim: int = 2
     pixel_layers: int | None = None  # an autoregressive decoder's head depth (None: its builder's default)
     num_classes: int = 0  # > 0: a conditional VAE (the one-hot label enters encoder and decoder)

@@ -26,11 +26,14 @@ from mnist_vae.observation.geometry import (COLOUR_32, GREY_28, IMAGE_SIDE, PAD,
                                             crop_padding, from_model_input, to_model_input)
 from mnist_vae.observation.logistic_mixture import DiscretizedLogisticMixture
 
-__all__ = ["AutoregressiveBernoulli", "Bernoulli", "COLOUR_32", "DiscretizedLogisticMixture", "GREY_28", "Geometry",
+__all__ = ["AutoregressiveBernoulli", "Bernoulli", "COLOUR_32", "DEFAULT_LIKELIHOOD", "DiscretizedLogisticMixture", "GREY_28", "Geometry",
            "IMAGE_SIDE", "LIKELIHOODS", "PAD", "SCORED_PIXELS", "bernoulli_log_prob", "crop_padding",
            "default_likelihood", "from_model_input", "get_likelihood", "log_likelihood", "mean_images",
            "probabilities", "to_model_input"]
 
+
+# The likelihood a function assumes when it is given none: the seed's.
+DEFAULT_LIKELIHOOD = "bernoulli"
 
 # name -> observation model; a new likelihood is one entry here. The first of each kind that models
 # an image's channels is the default (``default_likelihood``), so the order matters.
@@ -57,7 +60,7 @@ def get_likelihood(name):
         raise ValueError(f"unknown likelihood {name!r}; choose one of {sorted(LIKELIHOODS)}") from None
 
 
-def log_likelihood(x, params, pad=PAD, likelihood="bernoulli"):
+def log_likelihood(x, params, pad=PAD, likelihood=DEFAULT_LIKELIHOOD):
     """log p(x | params) summed over the unpadded pixels: (...,) nats.
 
     ``x`` (..., H, W, C) broadcasts against ``params`` (..., H, W, P), e.g. one image batch
@@ -70,6 +73,6 @@ def log_likelihood(x, params, pad=PAD, likelihood="bernoulli"):
     return ops.sum(get_likelihood(likelihood).log_prob(x, params), axis=(-3, -2, -1))
 
 
-def mean_images(params, pad=PAD, likelihood="bernoulli"):
+def mean_images(params, pad=PAD, likelihood=DEFAULT_LIKELIHOOD):
     """Decoder output (n, H, W, P) -> mean images (n, h, w, C) in [0, 1], padding removed (NumPy)."""
     return get_likelihood(likelihood).mean(crop_padding(ops.convert_to_numpy(params), pad))
