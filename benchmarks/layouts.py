@@ -39,7 +39,7 @@ def slim_decoder(image_shape=(32, 32, 1), latent_dim=2, out_channels=None, pad=2
     h = layers.Conv2DTranspose(32, 4, strides=2, padding="same", activation="relu")(h)
     h = layers.Conv2DTranspose(16, 4, strides=2, padding="same", activation="relu")(h)
     params = layers.Conv2DTranspose(out_channels or channels, 3, padding="same", name=models.OUTPUT_LAYER)(h)
-    return keras.Model(z, as_float32(params), name="decoder")
+    return keras.Model({"z": z}, as_float32(params), name="decoder")
 
 
 VARIANTS = {

@@ -93,3 +93,14 @@ def test_a_toy_dataset_likelihood_and_architecture_each_by_one_registry_entry(tm
     result = evaluate_run(out, k=4, limit=10, data_dir=folder)
     assert result["protocol"] == "toy Gaussian densities of the test grey levels"
     assert math.isfinite(result["iw_nll"]) and result["iw_nll"] <= result["negative_elbo"] + 1e-3 and json.loads((out / "evaluation.json").read_text())["iw_samples"] == 4
+
+
+def test_an_architecture_whose_models_do_not_take_named_inputs_is_refused(monkeypatch):
+    def positional_encoder(image_shape, latent_dim, num_classes=0):
+        images = keras.Input(shape=image_shape)
+        h = layers.Flatten()(images)
+        return keras.Model(images, [layers.Dense(latent_dim)(h), layers.Dense(latent_dim)(h)], name="encoder")
+
+    monkeypatch.setitem(models.ARCHITECTURES, "positional", models.Architecture(positional_encoder, build_mlp_decoder))
+    with pytest.raises(ValueError, match=r"its encoder must take the named inputs \['images'\] \(a dict\)"):
+        models.build_vae(architecture="positional", latent_dim=2)

@@ -118,4 +118,10 @@ def build_parts(config):
     encoder = arch.build_encoder(shape, config.latent_dim, num_classes=config.num_classes)
     decoder = arch.build_decoder(shape, config.latent_dim, model.parameter_channels(shape[-1]), config.pad,
                                  num_classes=config.num_classes, **head)
+    labels = {"labels"} if config.num_classes else set()
+    image = {"images"} if arch.autoregressive else set()
+    for part, names in ((encoder, {"images"} | labels), (decoder, {"z"} | labels | image)):
+        if not isinstance(part.input, dict) or set(part.input) != names:
+            raise ValueError(f"architecture {config.architecture!r}: its {part.name} must take the named inputs "
+                             f"{sorted(names)} (a dict), not {part.input}")
     return encoder, decoder
