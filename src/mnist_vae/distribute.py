@@ -1,4 +1,4 @@
-"""Data-parallel training on the engines Keras 3 drives; one registry, one seam in ``train.py``.
+"""Data-parallel training on the engines Keras 3 drives; one registry, one seam in ``train.session``.
 
 The engines (``ENGINES``, ``Config.distribute``):
 
@@ -73,7 +73,7 @@ class Cluster:
     fit_in_scope: bool = False
     """Whether ``fit`` runs inside ``scope`` too (keras.distribution shards each batch by the distribution in force),
     rather than outside it (a tf.distribute model keeps the strategy it was built under, and a model built
-    outside one, such as ``train.py``'s local copy, computes alone only outside the scope)."""
+    outside one, such as ``train.session``'s local copy, computes alone only outside the scope)."""
 
     @property
     def chief(self):

@@ -11,5 +11,5 @@ from mnist_vae.callbacks.logs import BestCheckpoint, EpochTimer, ResumableCSVLog
 from mnist_vae.callbacks.monitors import LatentMonitor, TensorBoardImages, tensorboard_callbacks
 from mnist_vae.callbacks.resume import AtomicBackupAndRestore, EpochSync
 
-__all__ = ["AtomicBackupAndRestore", "BestCheckpoint", "EpochSync", "EpochTimer", "LatentMonitor", "LocalCopy", "ResumableCSVLogger",
-           "Solo", "TensorBoardImages", "all_weights_finite", "tensorboard_callbacks"]
+__all__ = ["AtomicBackupAndRestore", "BestCheckpoint", "EpochSync", "EpochTimer", "LatentMonitor", "LocalCopy",
+           "ResumableCSVLogger", "Solo", "TensorBoardImages", "all_weights_finite", "tensorboard_callbacks"]
