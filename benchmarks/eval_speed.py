@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from mnist_vae import estimators, evaluate  # before Keras: the package imports it with TensorFlow's start-up notices muted
+from mnist_vae import estimators  # before Keras: the package imports it with TensorFlow's start-up notices muted
 from mnist_vae.data import held_out_images, load_splits
 from mnist_vae.rundir import RunDir, load_inference_model
 from mnist_vae.precision import precision_refusal

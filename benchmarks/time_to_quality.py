@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

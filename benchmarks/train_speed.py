@@ -16,7 +16,6 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 from mnist_vae import data, models  # noqa: E402
 from mnist_vae.config import Config  # noqa: E402

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from mnist_vae import data, estimators, evaluate, inference, models
+from mnist_vae import data, estimators, inference, models
 from mnist_vae.config import Config
 from mnist_vae.errors import UserError
 
