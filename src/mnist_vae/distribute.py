@@ -271,8 +271,8 @@ def adapt_model(vae, cluster):
 
     vae.compute_loss = replica_share
     images = keras.KerasTensor((None, *vae.image_shape))
-    labels = keras.KerasTensor((None, vae.num_classes))
-    vae({"images": images, "labels": labels} if vae.conditional else {"images": images}, training=False)
+    labels = keras.KerasTensor((None, vae.num_classes)) if vae.conditional else None
+    vae(vae.encoder_inputs(images, labels), training=False)  # the VAE's named inputs, as the encoder's
     vae.optimizer.build(vae.trainable_variables)
     setattr(vae, KERAS_SYMBOLIC_BUILD, lambda iterator=None, data_batch=None: None)
     if cluster.workers > 1:
