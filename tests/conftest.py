@@ -174,3 +174,8 @@ def small_filesystem(tmp_path):
 def pytest_collection_modifyitems(items):
     """Run the slow end-to-end tests first, so that under xdist the short ones fill the gaps at the end."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker more than the cores, since many tests wait on a child process, a server or a browser."""
+    return (os.cpu_count() or 1) + 1

@@ -24,7 +24,7 @@ from mnist_vae.distribute import loopback_tf_configs
 from mnist_vae.errors import UserError
 from mnist_vae.train import train
 
-PROTOCOL = ["--limit", "2048", "--validation-size", "500", "--test-limit", "500", "--batch-size", "128",
+PROTOCOL = ["--limit", "512", "--validation-size", "200", "--test-limit", "200", "--batch-size", "128",
             "--grid-size", "3", "--precision", "float32", "--quiet"]
 TOLERANCE = 0.03
 
