@@ -4,13 +4,14 @@
 
 For each batch size (default 16 100 500), ``inference.sample_autoregressive`` on an untrained
 ``resnet_ar`` (32 latents, 784 pixels) with the head run on the rows above and columns beside a
-pixel (what the package does) and on the same rows at full width (the earlier sampler),
-interleaved, two repeats each; checks that both give the same means, and prints seconds and the
-ratio of the best times.
+pixel (what the package does) and on the same rows at full width (``window=False``), interleaved,
+two repeats each; checks that both give the same means, and prints seconds and the ratio of the
+best times.
 """
 
 import sys
-import time
+
+from harness import interleaved, machine
 
 import numpy as np
 
@@ -19,25 +20,21 @@ from mnist_vae import inference, models
 
 def main(batches):
     vae = models.build_vae(latent_dim=32, architecture="resnet_ar", seed=0)
-    window = {"whole rows": lambda head: 28, "window": models.columns_seen_beside}
+    print(machine())
     print("| batch | whole rows (s) | window (s) | speed-up (best) |")
     print("| ---: | ---: | ---: | ---: |")
-    try:
-        for b in batches:
-            z = np.random.default_rng(0).standard_normal((b, 32)).astype("float32")
-            times, means = {name: [] for name in window}, {}
-            for _ in range(2):
-                for name, reach in window.items():
-                    inference.columns_seen_beside = reach
-                    start = time.perf_counter()
-                    means[name] = inference.sample_autoregressive(vae, z, seed=1)
-                    times[name].append(time.perf_counter() - start)
-            np.testing.assert_allclose(means["whole rows"], means["window"], atol=1e-5)
-            rows, win = min(times["whole rows"]), min(times["window"])
-            print(f"| {b} | {' / '.join(f'{t:.1f}' for t in times['whole rows'])} | "
-                  f"{' / '.join(f'{t:.1f}' for t in times['window'])} | {rows / win:.2f}x |", flush=True)
-    finally:
-        inference.columns_seen_beside = models.columns_seen_beside
+    for b in batches:
+        z = np.random.default_rng(0).standard_normal((b, 32)).astype("float32")
+        means = {}
+
+        def sampler(name, window):
+            return lambda: means.__setitem__(name, inference.sample_autoregressive(vae, z, seed=1, window=window))
+
+        times = interleaved({"whole rows": sampler("whole rows", False), "window": sampler("window", True)}, 2)
+        np.testing.assert_allclose(means["whole rows"], means["window"], atol=1e-5)
+        rows, win = min(times["whole rows"]), min(times["window"])
+        print(f"| {b} | {' / '.join(f'{t:.1f}' for t in times['whole rows'])} | "
+              f"{' / '.join(f'{t:.1f}' for t in times['window'])} | {rows / win:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ runs of one variant differ by a few tenths of a bit this early (threaded float s
 import argparse
 import time
 
+from harness import machine
+
 import keras
 import numpy as np
 
@@ -82,6 +84,7 @@ def main():
     for variant in args.variants:
         parse_variant(variant)  # every variant checked before the first trains
     splits = load_splits("colour_mnist", 5000, limit=args.images)
+    print(machine(), flush=True)
     for variant in args.variants:
         run(variant, splits)
 

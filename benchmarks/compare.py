@@ -30,88 +30,20 @@ import math
 import os
 import statistics
 import sys
-import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from harness import (BATCH, interleaved, keras_io_reference, machine, matmul_peak, round_ratios, torch_reference,
+                     train_flops_per_image)
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-from mnist_vae import data, models  # noqa: E402
-from mnist_vae.config import Config  # noqa: E402
-from mnist_vae.precision import precision_refusal, resolve_precision  # noqa: E402
-from mnist_vae.train import largest_divisor  # noqa: E402
+from mnist_vae import data, models
+from mnist_vae.config import Config
+from mnist_vae.precision import precision_refusal, resolve_precision
+from mnist_vae.train import largest_divisor
 
-BATCH = 128
 # The row of the reference fed as this package feeds itself: its train step alone (see rows()).
 STEP_ALONE = "keras-io-style reference, input without tf.data's autotuner"
-
-
-def keras_io_reference(image_shape, latent_dim=2, on_probabilities=True):
-    """The keras-io example's recipe: a GradientTape train step; by default a sigmoid output and BCE on probabilities.
-
-    ``on_probabilities=False`` is ``train_speed.py``'s older baseline: cross-entropy on the logits.
-    """
-    import tensorflow as tf
-
-    def reconstruction_terms(x, logits):  # (b, 28, 28[, 1]) per-pixel cross-entropies of the scored pixels
-        x, logits = x[:, 2:-2, 2:-2], logits[:, 2:-2, 2:-2]
-        if on_probabilities:
-            return keras.losses.binary_crossentropy(x, tf.sigmoid(logits))
-        return tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=logits)
-
-    class KerasIoVAE(keras.Model):
-        def __init__(self, encoder, decoder):
-            super().__init__()
-            self.encoder, self.decoder = encoder, decoder
-
-        def train_step(self, x):
-            x = x["images"] if isinstance(x, dict) else x  # the package's pipeline yields named inputs
-            with tf.GradientTape() as tape:
-                z_mean, z_log_var = self.encoder({"images": x}, training=True)
-                z = z_mean + tf.exp(0.5 * z_log_var) * tf.random.normal(tf.shape(z_mean))
-                bce = reconstruction_terms(x, self.decoder({"z": z}, training=True))
-                reconstruction = tf.reduce_mean(tf.reduce_sum(bce, axis=tuple(range(1, len(bce.shape)))))
-                kl = tf.reduce_mean(tf.reduce_sum(-0.5 * (1 + z_log_var - z_mean**2 - tf.exp(z_log_var)), axis=1))
-                loss = reconstruction + kl
-            grads = tape.gradient(loss, self.trainable_weights)
-            self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
-            return {"loss": loss}
-
-    return KerasIoVAE(models.build_keras_io_encoder(image_shape, latent_dim),
-                      models.build_conv_decoder(image_shape, latent_dim))
-
-
-def torch_reference(latent_dim=2):
-    """The seed architecture in plain PyTorch (NCHW), with its Adam and one train step."""
-    import torch
-    from torch import nn
-
-    class TorchVAE(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.encoder = nn.Sequential(
-                nn.Conv2d(1, 32, 3, stride=2, padding=1), nn.ReLU(),
-                nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
-                nn.Flatten(), nn.Linear(64 * 8 * 8, 16), nn.ReLU())
-            self.z_mean, self.z_log_var = nn.Linear(16, latent_dim), nn.Linear(16, latent_dim)
-            self.decoder = nn.Sequential(
-                nn.Linear(latent_dim, 64 * 8 * 8), nn.ReLU(), nn.Unflatten(1, (64, 8, 8)),
-                nn.ConvTranspose2d(64, 64, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
-                nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
-                nn.ConvTranspose2d(32, 1, 3, padding=1))
-
-        def forward(self, x):
-            h = self.encoder(x)
-            z_mean, z_log_var = self.z_mean(h), self.z_log_var(h)
-            z = z_mean + torch.exp(0.5 * z_log_var) * torch.randn_like(z_mean)
-            logits = self.decoder(z)[:, :, 2:-2, 2:-2]
-            reconstruction = nn.functional.binary_cross_entropy_with_logits(
-                logits, x[:, :, 2:-2, 2:-2], reduction="none").sum(dim=(1, 2, 3))
-            kl = (-0.5 * (1 + z_log_var - z_mean**2 - torch.exp(z_log_var))).sum(dim=1)
-            return (reconstruction + kl).mean()
-
-    return TorchVAE()
 
 
 class TorchRunner:
@@ -149,39 +81,6 @@ class KerasRunner:
 
     def epoch(self):
         self.model.fit(epochs=1, verbose=0, **self.fit_kwargs)
-
-
-def forward_macs(layer):
-    """Multiply-adds of one image's forward pass through ``layer``: convolutions and dense layers, 0 for the rest."""
-    if isinstance(layer, keras.layers.Conv2DTranspose):  # each input pixel scattered through the kernel
-        h, w, c_in = layer.input.shape[1:]
-        return h * w * c_in * math.prod(layer.kernel_size) * layer.filters
-    if isinstance(layer, keras.layers.Conv2D):
-        h, w, c_out = layer.output.shape[1:]
-        return h * w * c_out * math.prod(layer.kernel_size) * layer.input.shape[-1]
-    if isinstance(layer, keras.layers.Dense):
-        return layer.input.shape[-1] * layer.units
-    return 0
-
-
-def train_flops_per_image(encoder, decoder):
-    """3 x forward multiply-adds x 2 of the convolutions and dense layers (a training step's FLOPs, about)."""
-    return 3 * 2 * sum(forward_macs(layer) for layer in [*encoder.layers, *decoder.layers])
-
-
-def matmul_peak(dtype, n=2048, seconds=2.0):
-    """Best GFLOP/s of n x n matrix products in ``dtype`` (TensorFlow, this machine's threads)."""
-    import tensorflow as tf
-
-    a = tf.random.normal((n, n), dtype=tf.float32)
-    a = tf.cast(a, dtype)
-    tf.matmul(a, a).numpy()  # warm-up
-    best, deadline = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        tf.matmul(a, a).numpy()
-        best = max(best, 2 * n**3 / (time.perf_counter() - start) / 1e9)
-    return best
 
 
 def rows(x, include_torch=True):
@@ -233,12 +132,8 @@ def main(argv=None):
             ready[name], precision[name], layout[name] = make(), dtype, arch
         except Exception as error:  # torch.compile needs a C++ toolchain, for one; say so and go on
             print(f"{name}: skipped ({type(error).__name__}: {str(error).splitlines()[0][:200]})", file=sys.stderr)
-    rates = {name: [] for name in ready}
-    for _ in range(args.repeats):
-        for name, runner in ready.items():
-            start = time.perf_counter()
-            runner.epoch()
-            rates[name].append(len(x) / (time.perf_counter() - start))
+    seconds = interleaved({name: runner.epoch for name, runner in ready.items()}, args.repeats)
+    rates = {name: [len(x) / s for s in values] for name, values in seconds.items()}
 
     flops = {arch: train_flops_per_image(models.ARCHITECTURES[arch].build_encoder(x.shape[1:]),
                                          models.ARCHITECTURES[arch].build_decoder(x.shape[1:]))
@@ -252,6 +147,7 @@ def main(argv=None):
     # The reference's train step alone (its input without the autotuner), where that row ran.
     compute = rates.get(STEP_ALONE, base)
     bf16_peak = "not measured" if refusal else f"{peaks['mixed_bfloat16']:.0f}"
+    print(machine())
     print(f"{len(x)} images per epoch, batch {BATCH}, {args.repeats} interleaved epochs per row; "
           f"{flops['keras_io'] / 1e6:.1f} MFLOP per training image of the keras_io layout; matmul peak here {peaks['float32']:.0f} GFLOP/s float32, "
           f"{bf16_peak} bf16\n")
@@ -272,16 +168,6 @@ def main(argv=None):
     for i, round_rates in enumerate(zip(*rates.values())):
         print(f"| {i + 1} | " + " | ".join(f"{rate:,.0f}" for rate in round_rates) + " |")
     return rates, flops
-
-
-def round_ratios(values, base):
-    """Each round's images/s over the reference's in the same round.
-
-    The rows of a round ran within a minute of each other, so a ratio inside a round pairs epochs
-    that were more likely in the same phase of this VM's speed than epochs of different rounds are
-    (the phases can still change between two epochs; the per-round table shows when they did).
-    """
-    return [value / reference for value, reference in zip(values, base)]
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ epoch; deleting one waits for the autotuner's thread, which sleeps in periods th
 after its iterator began (``data.keras_input``, which this package's ``fit`` input goes through,
 turns the autotuner off). Each round runs one ``fit`` of ``--epochs`` epochs per row, in turns:
 
-- the keras-io-style reference (``compare.keras_io_reference``) fed NumPy arrays, as the keras-io
+- the keras-io-style reference (``harness.keras_io_reference``) fed NumPy arrays, as the keras-io
   example feeds it, and the same fed ``data.keras_input``;
 - this package's default precision on the keras_io layers fed its ``ImageBatches`` as a plain
   PyDataset (Keras' pipeline, autotuner on: what ``vae train`` once did), and through
@@ -20,20 +20,17 @@ the epochs after the first of each ``fit`` (the first traces the step). TensorFl
 
 import argparse
 import math
-import os
 import statistics
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from harness import BATCH, keras_io_reference, machine
 
-import keras  # noqa: E402
+import keras
 
-from mnist_vae import data, models  # noqa: E402
-from mnist_vae.config import Config  # noqa: E402
-from mnist_vae.callbacks import EpochTimer  # noqa: E402
-from mnist_vae.precision import resolve_precision  # noqa: E402
-from mnist_vae.train import largest_divisor  # noqa: E402
-
-from compare import BATCH, keras_io_reference  # noqa: E402  (benchmarks/, this script's folder)
+from mnist_vae import data, models
+from mnist_vae.callbacks import EpochTimer
+from mnist_vae.config import Config
+from mnist_vae.precision import resolve_precision
+from mnist_vae.train import largest_divisor
 
 
 def rows(x):
@@ -76,6 +73,7 @@ def main(argv=None):
             # `vae train`'s own clock: each epoch's seconds in the history as ``epoch_seconds``.
             history = model.fit(epochs=args.epochs, verbose=0, callbacks=[EpochTimer()], **inputs())
             seconds.setdefault(name, []).append(history.history["epoch_seconds"])
+    print(machine())
     print(f"{len(x)} images per epoch, batch {BATCH}, {args.rounds} fits of {args.epochs} epochs per row, in turns\n")
     print("| row | seconds of each epoch, fit by fit | mean of the later epochs | images/s |")
     print("| --- | --- | ---: | ---: |")

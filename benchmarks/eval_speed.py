@@ -14,16 +14,16 @@ float32: the number that says whether bf16 may be used (the target: under 0.05 n
 import argparse
 import statistics
 import sys
-import time
+
+from harness import interleaved, machine
 
 import numpy as np
+from keras import ops
 
-from mnist_vae import estimators  # before Keras: the package imports it with TensorFlow's start-up notices muted
+from mnist_vae import estimators
 from mnist_vae.data import held_out_images, load_splits
-from mnist_vae.rundir import RunDir, load_inference_model
 from mnist_vae.precision import precision_refusal
-
-from keras import ops  # noqa: E402, I001
+from mnist_vae.rundir import RunDir, load_inference_model
 
 
 class RepeatedImages:
@@ -59,12 +59,14 @@ def measure(run_dir, images_n, k, repeats, batch_size, chunk_size):
     for vae, scorer in found.values():  # trace and warm the kernels once, outside the timings
         estimators.importance_weighted(vae, images[:batch_size], min(k, chunk_size), batch_size, chunk_size,
                                      scorer=scorer)
-    times, nll = {name: [] for name in found}, {}
-    for _ in range(repeats):
-        for name, (vae, scorer) in found.items():
-            start = time.perf_counter()
+    nll = {}
+
+    def bound(name, vae, scorer):
+        def step():
             nll[name], _ = estimators.importance_weighted(vae, images, k, batch_size, chunk_size, scorer=scorer)
-            times[name].append(time.perf_counter() - start)
+        return step
+
+    times = interleaved({name: bound(name, *found[name]) for name in found}, repeats)
     rate = {name: len(images) * k / statistics.median(t) for name, t in times.items()}
     for name in found:
         shift = float(np.mean(nll[name]) - np.mean(nll["float32"]))
@@ -82,6 +84,7 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--chunk-size", type=int, default=100)
     args = parser.parse_args(argv)
+    print(machine())
     print(f"{args.images} test images, K={args.k}, medians of {args.repeats} interleaved repeats")
     print("| run | variant | images x samples/s (median) | best | vs float32 | IW-NLL | shift from float32 |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")

@@ -26,6 +26,8 @@ import threading
 import time
 from pathlib import Path
 
+from harness import machine
+
 CHROMIUM = "/usr/bin/chromium"
 
 BROWSER_PAGE = """<!doctype html><html><head><meta charset="utf-8"><script src="/ort/ort.min.js"></script></head>
@@ -192,6 +194,7 @@ def main(argv=None):
         if "browser" in args.paths:
             rows.append(browser_path(browser, args.run, args.moves, ort_dist(args), view, plane, info))
         browser.close()
+    print(machine())
     print(f"pointer move -> picture drawn, {args.moves} moves, {args.run}")
     print("| decoding | median ms | p95 ms | max ms | page ready (s) |")
     print("| --- | ---: | ---: | ---: | ---: |")

@@ -17,8 +17,6 @@ in one call (BENCHMARKS.md, "GPU").
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -37,7 +35,9 @@ def device_name(backend):
         devices = jax.devices()
         if devices and devices[0].platform != "cpu":
             return devices[0].device_kind
-    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    from harness import machine  # imports Keras: after main() has read the options
+
+    return machine()
 
 
 def main(argv=None):

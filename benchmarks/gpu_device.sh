@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Issue 10 item 5 on a lent GPU machine in one call: the seed recipe's 30 epochs and K=5000 on the
-# full test set, then the literature preset's, with `benchmarks/gpu.py`.
+# BENCHMARKS.md's GPU rows on a lent GPU machine in one call: the seed recipe's 30 epochs and
+# K=5000 on the full test set, then the literature preset's, with `benchmarks/gpu.py`.
 # Tested on the CPU with TensorFlow hidden, as on the GPU machines (`tests/test_benchmarks.py`).
 #
-# A session's device time is short (15 minutes, start-up included) and the machine is bare: it
+# A GPU loan is short (15 minutes, start-up included) and the machine is bare: it
 # has torch, jax, numpy, h5py, rich, absl-py and ml-dtypes, not TensorFlow, Keras, namex or
 # optree, and no network. So the wheels are fetched here first, for its Python 3.12:
 #

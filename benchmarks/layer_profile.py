@@ -28,24 +28,18 @@ rows and precisions, not the sum with the step.
 
 import argparse
 import collections
-import os
-import tempfile
 import statistics
-import sys
+import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from harness import forward_macs, interleaved, machine
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from compare import forward_macs  # noqa: E402
-
-from mnist_vae import models  # noqa: E402
+from mnist_vae import models
 
 def layer_step(layer, batch, seed, call=None, input_gradient=True):
     """A compiled forward+backward pass of ``layer`` on a fixed random batch, and the arguments to call it with.
@@ -214,13 +208,12 @@ def main(argv=None):
     rows = list(labels)
     for step, x in variants.values():  # warm-up: tracing and oneDNN's primitive creation
         seconds_per_call(step, x, 1)
-    times = {key: [] for key in variants}
-    for _ in range(args.repeats):
-        for key, (step, x) in variants.items():
-            times[key].append(seconds_per_call(step, x, args.calls))
-    median = {key: statistics.median(values) * 1e3 for key, values in times.items()}
+    times = interleaved({key: lambda step=step, x=x: seconds_per_call(step, x, args.calls)
+                         for key, (step, x) in variants.items()}, args.repeats)
+    median = {key: statistics.median(values) / args.calls * 1e3 for key, values in times.items()}
 
     f32, bf16 = models.PRECISIONS
+    print(machine())
     print(f"{args.architecture}, batch {args.batch}, median of {args.repeats} rounds of {args.calls} calls; ms per batch\n")
     print("| layer | MFLOP per batch | float32 ms | bf16 ms | bf16 speed-up | float32 GFLOP/s | bf16 GFLOP/s |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")

@@ -5,7 +5,7 @@
 Each argument is ``LAYOUT`` or ``LAYOUT:FLAGS``: a registered ``--architecture`` (keras_io, conv, ...)
 or one of the variants below, which this script registers for the length of its call, trained by
 ``train.train`` with the ``vae train`` FLAGS (float32 unless FLAGS say otherwise). The test split
-is scored after each epoch by time_to_quality's benchmark-only ``TestCurve`` (float32, fixed
+is scored after each epoch by the benchmark-only ``harness.HeldOutCurve`` (float32, fixed
 noise, its time off the clock). For choosing what time_to_quality.py then measures in full:
 the runs are short, so they rank how fast layouts start, not where they end.
 """
@@ -17,17 +17,15 @@ import sys
 import time
 from pathlib import Path
 
+from harness import HeldOutCurve, machine, recipe_config
+
 import keras
 from keras import layers
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from time_to_quality import TestCurve, recipe_config  # noqa: E402
-
-from mnist_vae import models  # noqa: E402
-from mnist_vae.models.layers import as_float32  # noqa: E402
-from mnist_vae.data import load_splits  # noqa: E402
-from mnist_vae.train import train  # noqa: E402
+from mnist_vae import models
+from mnist_vae.data import load_splits
+from mnist_vae.models.layers import as_float32
+from mnist_vae.train import train
 
 
 def slim_decoder(image_shape=(32, 32, 1), latent_dim=2, out_channels=None, pad=2, num_classes=0):
@@ -67,12 +65,13 @@ def main(argv=None):
 
 
 def _run(args, splits):
+    print(machine(), flush=True)
     results = {}
     for spec in args.specs:
         layout, _, flags = spec.partition(":")
         flags = f"--architecture {layout} --precision float32 --epochs {args.epochs} {flags}"
         config = recipe_config(flags, 0, args.limit)
-        curve = TestCurve(config, splits.test.images, time.perf_counter())
+        curve = HeldOutCurve(config, splits.test.images, time.perf_counter())
         train(config, args.out / f"run{len(results)}", verbose=0, callbacks=[curve])
         params = models.build_vae(image_shape=(32, 32, 1), latent_dim=config.latent_dim, architecture=layout, seed=0).count_params()
         results[spec] = {"flags": flags, "params": params, "curve": curve.curve}

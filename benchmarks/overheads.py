@@ -111,7 +111,8 @@ def main(argv=None):
     args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     args.flags = flags  # `vae train` flags, after --
 
-    from mnist_vae.cli import build_parser, config_from_args  # imports Keras: counted in start-up
+    from harness import machine  # imports Keras: counted in start-up
+    from mnist_vae.cli import build_parser, config_from_args
     from mnist_vae.train import train
 
     clock = Clock()
@@ -120,6 +121,7 @@ def main(argv=None):
     clock.add("after fit: save, score the splits, plots", time.perf_counter() - clock.fit_ended)
     rows, total = project(clock, args.project)
     training = rows["training steps"][0]
+    print(machine())
     print(f"vae train, {args.epochs} epochs measured, projected to {args.project}; "
           f"flags: {' '.join(args.flags) or '(the seed recipe)'}")
     print("| phase | seconds per later epoch | seconds in the run | share of the run |")

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness import machine
+
 from mnist_vae.distribute import loopback_tf_configs
 
 
@@ -63,8 +65,9 @@ def main():
             for workers in results:
                 out = Path(folder) / f"w{workers}-r{repeat}"
                 results[workers].append(run_variant(workers, out, args.images, args.epochs))
+    print(machine())
     print(f"{args.images} training images per epoch, global batch 128, {args.epochs} epochs, "
-          f"{args.repeats} interleaved repeats; {os.cpu_count()} CPUs")
+          f"{args.repeats} interleaved repeats")
     print("| processes | wall s (median) | s per epoch after the first (median) | img/s | vs 1 process "
           "| last epoch loss | last val -ELBO |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

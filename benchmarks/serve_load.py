@@ -21,6 +21,7 @@ import time
 
 import httpx
 import numpy as np
+from harness import machine
 
 
 def start_server(run):
@@ -104,6 +105,7 @@ def main(argv=None):
     finally:
         process.terminate()
         process.wait(timeout=30)
+    print(machine())
     print(f"vae serve {args.run}: decode requests of {args.batch} latent(s), one in ten an encode")
     print("| clients | requests | errors | requests/s | p50 ms | p95 ms | max ms |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

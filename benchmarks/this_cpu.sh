@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Issue 10's measurements for the CPU this runs on, one after the other, each into OUT:
-# BENCHMARKS.md asks for every row on both CPU types of these machines (AVX-512 with BF16, and
-# AVX2 only), and a session gets one of them by chance. Start it in the background early:
+# BENCHMARKS.md's CPU measurements for the CPU this runs on, one after the other, each into OUT.
+# The rows depend on the CPU type (AVX-512 with BF16, or AVX2 only), so each is recorded with the
+# CPU that gave it. The whole takes hours; start it in the background:
 #
 #   nohup bash benchmarks/this_cpu.sh OUT [SEEDS] > OUT.log 2>&1 &
 #
@@ -20,7 +20,7 @@
 # kernels on an AVX-512 CPU (float32, as `auto` picks there), a proxy for an AVX2-only CPU.
 #
 # A step whose command succeeds leaves OUT/STEP.done and is skipped by a later call, so a
-# session that is cut off goes on where it stopped. A training that was cut off cannot be timed
+# call that is cut off goes on where it stopped. A training that was cut off cannot be timed
 # on from where it stopped: its seed starts again, in a fresh folder (OUT/ttq/default-tryN-seedS).
 set -euo pipefail
 out=${1:?usage: bash benchmarks/this_cpu.sh OUT [SEEDS]}

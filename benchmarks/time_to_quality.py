@@ -2,7 +2,7 @@
 
     python benchmarks/time_to_quality.py OUT [--seeds 0 1 2] [--recipe FLAGS] [--reference-input numpy keras_input]
 
-1. The keras-io-style reference (``compare.keras_io_reference``: GradientTape step, sigmoid
+1. The keras-io-style reference (``harness.keras_io_reference``: GradientTape step, sigmoid
    output, cross-entropy on probabilities, Adam 1e-3, batch 128) trains ``--reference-epochs``
    (30) on the 55,000 training images of the package's 55,000/5,000 split; its test -ELBO (nats,
    28x28 pixels, one posterior sample per image with fixed noise) is scored after every epoch.
@@ -25,47 +25,18 @@ into OUT/time_to_quality.json too. Scoring is in float32 whatever the training p
 
 import argparse
 import json
-import shlex
 import statistics
-import sys
 import time
 from pathlib import Path
 
+from harness import BATCH, HeldOutCurve, keras_io_reference, machine, recipe_config
+
 import keras
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from compare import BATCH, keras_io_reference  # noqa: E402
-
-from mnist_vae import inference  # noqa: E402
-from mnist_vae.config import Config  # noqa: E402
-from mnist_vae.data import ImageBatches, keras_input, load_splits  # noqa: E402
-from mnist_vae.estimators import evaluate_losses  # noqa: E402
-from mnist_vae.models import build_vae  # noqa: E402
-from mnist_vae.train import train  # noqa: E402
-
-
-def test_loss(encoder, decoder, config, test_images):
-    """Test -ELBO of these weights in float32, one posterior sample per image, the same noise every call."""
-    scorer = build_vae(image_shape=test_images.shape[1:], latent_dim=config.latent_dim, architecture=config.architecture, seed=0)
-    scorer.encoder.set_weights(encoder.get_weights())
-    scorer.decoder.set_weights(decoder.get_weights())
-    return evaluate_losses(scorer, test_images, 500)["loss"]
-
-
-class TestCurve(keras.callbacks.Callback):
-    """Benchmark only: the test -ELBO after each epoch and the training wall time it was reached at."""
-
-    def __init__(self, config, test_images, start):
-        super().__init__()
-        self.config, self.test_images = config, test_images
-        self.start, self.excluded, self.curve = start, 0.0, []
-
-    def on_epoch_end(self, epoch, logs=None):
-        now = time.perf_counter()
-        loss = test_loss(self.model.encoder, self.model.decoder, self.config, self.test_images)
-        self.curve.append((round(now - self.start - self.excluded, 2), round(loss, 3)))
-        self.excluded += time.perf_counter() - now
+from mnist_vae import inference
+from mnist_vae.config import Config
+from mnist_vae.data import ImageBatches, keras_input, load_splits
+from mnist_vae.train import train
 
 
 # How the reference gets its images: NumPy arrays to ``fit``, as the keras-io example does, or this
@@ -77,7 +48,7 @@ REFERENCE_INPUTS = ("numpy", "keras_input")
 def reference(splits, epochs, seed=0, feed="numpy"):
     """(curve [(seconds, test loss) per epoch]) of the keras-io-style reference, fed as ``feed`` says."""
     keras.utils.set_random_seed(seed)
-    curve = TestCurve(Config(architecture="keras_io"), splits.test.images, time.perf_counter())  # its layers
+    curve = HeldOutCurve(Config(architecture="keras_io"), splits.test.images, time.perf_counter())  # its layers
     model = keras_io_reference(splits.train.images.shape[1:])
     model.compile(keras.optimizers.Adam(1e-3))
     if feed == "numpy":
@@ -112,14 +83,6 @@ def compared(curve, ref):
             "speed_up": seconds / reached if reached else None}
 
 
-def recipe_config(flags, seed, limit=None):
-    """The Config ``vae train FLAGS --seed SEED`` would train, through the CLI's own mapping."""
-    from mnist_vae.cli import build_parser, config_from_args
-
-    argv = ["train", *shlex.split(flags), "--seed", str(seed)] + (["--limit", str(limit)] if limit else [])
-    return config_from_args(build_parser().parse_args(argv))
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="folder for the runs and the results")
@@ -137,6 +100,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     splits = load_splits("mnist", Config().validation_size, limit=args.limit, test_limit=args.test_images)
     args.out.mkdir(parents=True, exist_ok=True)
+    print(machine(), flush=True)
 
     references = {feed: saved_reference(args.out, splits, args.reference_epochs, feed)
                   for feed in dict.fromkeys(args.reference_input)}  # in the order given, once each
@@ -147,7 +111,7 @@ def main(argv=None):
         config = recipe_config(args.recipe, seed, args.limit)
         out = args.out / f"{args.name}-seed{seed}"
         start = time.perf_counter()
-        curve = TestCurve(config, splits.test.images, start)
+        curve = HeldOutCurve(config, splits.test.images, start)
         metrics = train(config, out, verbose=0, callbacks=[curve])
         wall = time.perf_counter() - start - curve.excluded
         vae = keras.saving.load_model(out / "models" / "vae.keras", compile=False)

@@ -1,7 +1,9 @@
 """Shared fixtures: small real-MNIST runs and helpers for fake IDX datasets."""
 
+import contextlib
 import gzip
 import hashlib
+import io
 import json
 import os
 import struct
@@ -110,6 +112,19 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
         [sys.executable, "-m", "mnist_vae", *map(str, args)],
         cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
     )
+
+
+def refused_here(*args):
+    """``vae ARGS`` in this process, for a refusal that ends before anything trains: ``run_cli``'s result without a process start-up (4 s of imports).
+
+    The entry point is the one ``python -m mnist_vae`` calls, so status and messages are the same.
+    """
+    from mnist_vae import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = cli.main([str(a) for a in args])
+    return subprocess.CompletedProcess(args, status, out.getvalue(), err.getvalue())
 
 
 def tiny_config(**overrides):

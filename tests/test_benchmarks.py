@@ -1,18 +1,30 @@
 """The benchmark scripts run (tiny settings) and count what they say they count."""
 
-import importlib.util
+import importlib
 import json
 
 import pytest
 
 from conftest import REPO
 
+harness = importlib.import_module("harness")
+
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """A benchmark script as a module (``benchmarks/`` is on the tests' import path)."""
+    return importlib.import_module(name)
+
+
+def test_the_harness_takes_turns_and_names_the_machine():
+    import os
+
+    calls = []
+    seconds = harness.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3)
+    assert calls == ["a", "b"] * 3 and all(len(v) == 3 and min(v) >= 0 for v in seconds.values())
+    line = harness.machine()
+    assert f"{os.cpu_count()} cores" in line and "backend tensorflow" in line
+    if os.path.exists("/proc/cpuinfo"):
+        assert "family" in line and "model" in line
 
 
 def test_compare_counts_the_seed_models_flops_and_prints_every_row(capsys):
@@ -22,7 +34,7 @@ def test_compare_counts_the_seed_models_flops_and_prints_every_row(capsys):
     # Multiply-adds by hand, 32x32 input: conv 16*16*32*9*1 + conv 8*8*64*9*32 + dense 4096*16 + 2*(16*2)
     # + dense 2*4096 + deconv 8*8*64*9*64 + deconv 16*16*64*9*32 + deconv 32*32*32*9*1.
     macs = 73_728 + 1_179_648 + 65_536 + 64 + 8_192 + 2_359_296 + 4_718_592 + 294_912
-    assert compare.train_flops_per_image(models.build_keras_io_encoder(), models.build_conv_decoder()) == 6 * macs
+    assert harness.train_flops_per_image(models.build_keras_io_encoder(), models.build_conv_decoder()) == 6 * macs
     rates, _ = compare.main(["--images", "256", "--repeats", "1", "--no-torch"])
     table = capsys.readouterr().out
     assert len(rates) == 5 and all(len(v) == 1 and v[0] > 0 for v in rates.values())
@@ -30,7 +42,7 @@ def test_compare_counts_the_seed_models_flops_and_prints_every_row(capsys):
         assert f"| {name} |" in table
     assert "| 1 | " in table  # the per-round table
     # A round's ratio pairs the row's epoch with the reference's epoch of the same round.
-    assert compare.round_ratios([200.0, 300.0], [100.0, 300.0]) == [2.0, 1.0]
+    assert harness.round_ratios([200.0, 300.0], [100.0, 300.0]) == [2.0, 1.0]
 
 
 def test_layer_profile_times_every_computing_layer_and_its_phase_decomposition_is_the_layer(capsys):
@@ -139,8 +151,8 @@ def test_the_gpu_machines_script_runs_both_presets_without_tensorflow(tmp_path):
 @pytest.mark.slow
 def test_time_to_quality_scores_both_recipes_every_epoch_and_reuses_the_reference(tmp_path, capsys):
     ttq = _load("time_to_quality")
-    args = [str(tmp_path), "--limit", "256", "--test-images", "500", "--reference-epochs", "2",
-            "--recipe", "--architecture keras_io --epochs 2 --batch-size 64 --validation-size 500 --test-limit 500"]
+    args = [str(tmp_path), "--limit", "256", "--test-images", "200", "--reference-epochs", "2",
+            "--recipe", "--architecture keras_io --epochs 2 --batch-size 64 --validation-size 200 --test-limit 200"]
     ref, rows = ttq.main(args)
     assert len(ref["curve"]) == 2 and ref["train_images"] == 256
     (row,) = rows
@@ -157,12 +169,12 @@ def test_time_to_quality_scores_both_recipes_every_epoch_and_reuses_the_referenc
     # A second call reuses the saved reference and appends its rows.
     reference_file = tmp_path / "reference.json"
     before = reference_file.stat().st_mtime_ns
-    ttq.main([*args[:-2], "--recipe", "--epochs 1 --batch-size 64 --test-limit 500", "--name", "one-epoch"])
+    ttq.main([*args[:-2], "--recipe", "--epochs 1 --batch-size 64 --validation-size 200 --test-limit 200", "--name", "one-epoch"])
     assert reference_file.stat().st_mtime_ns == before
     assert [r["recipe"] for r in json.loads((tmp_path / "time_to_quality.json").read_text())] == ["default", "one-epoch"]
     # The reference fed this package's input is its own file; the rows say which reference they beat.
-    ref, (row,) = ttq.main([str(tmp_path), "--limit", "256", "--test-images", "500", "--reference-epochs", "1",
-                            "--reference-input", "keras_input", "--recipe", "--epochs 1 --batch-size 64 --test-limit 500",
+    ref, (row,) = ttq.main([str(tmp_path), "--limit", "256", "--test-images", "200", "--reference-epochs", "1",
+                            "--reference-input", "keras_input", "--recipe", "--epochs 1 --batch-size 64 --validation-size 200 --test-limit 200",
                             "--name", "against-keras-input"])
     assert ref["input"] == row["reference_input"] == "keras_input" and len(ref["curve"]) == 1
     keras_input_file = tmp_path / "reference-keras_input.json"
@@ -171,8 +183,8 @@ def test_time_to_quality_scores_both_recipes_every_epoch_and_reuses_the_referenc
     saved = {feed: json.loads(f.read_text()) for feed, f in (("numpy", reference_file), ("keras_input", keras_input_file))}
     before_keras_input = keras_input_file.stat().st_mtime_ns
     capsys.readouterr()
-    ref, (row,) = ttq.main([str(tmp_path), "--limit", "256", "--test-images", "500", "--reference-input", "keras_input",
-                            "numpy", "--recipe", "--epochs 1 --batch-size 64 --test-limit 500", "--name", "both"])
+    ref, (row,) = ttq.main([str(tmp_path), "--limit", "256", "--test-images", "200", "--reference-input", "keras_input",
+                            "numpy", "--recipe", "--epochs 1 --batch-size 64 --validation-size 200 --test-limit 200", "--name", "both"])
     assert ref == saved["keras_input"] and row["reference_input"] == "keras_input"
     assert keras_input_file.stat().st_mtime_ns == before_keras_input and reference_file.stat().st_mtime_ns == before
     assert list(row["against"]) == ["keras_input", "numpy"]

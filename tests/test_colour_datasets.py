@@ -161,8 +161,8 @@ def test_colour_needs_a_colour_likelihood():
 
 def test_cli_trains_and_evaluates_colour_mnist_in_bits_per_dim(tmp_path):
     out = tmp_path / "colour"
-    result = run_cli("train", "--dataset", "colour_mnist", "--out", out, "--test-limit", "500", "--limit", "256", "--epochs", "1",
-                     "--validation-size", "500", "--grid-size", "3", "--quiet")
+    result = run_cli("train", "--dataset", "colour_mnist", "--out", out, "--test-limit", "200", "--limit", "256", "--epochs", "1",
+                     "--validation-size", "200", "--grid-size", "3", "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["likelihood"] == "logistic_mixture" and "32x32x3 sub-pixels" in metrics["units"]

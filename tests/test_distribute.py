@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import assert_complete_run, run_cli, tiny_config
+from conftest import assert_complete_run, refused_here, run_cli, tiny_config
 from mnist_vae.distribute import loopback_tf_configs
 from mnist_vae.errors import UserError
 from mnist_vae.train import train
@@ -110,7 +110,7 @@ def test_an_engine_on_the_wrong_backend_or_without_its_cluster_is_refused_before
     with pytest.raises(UserError, match='TF_CONFIG must be JSON with a "cluster" object and a "task"'):
         train(tiny_config(distribute="multi_worker_mirrored"), out, verbose=0)
     assert not out.exists() or not any(out.iterdir())
-    result = run_cli("train", "--distribute", "horovod", "--out", out)
+    result = refused_here("train", "--distribute", "horovod", "--out", out)
     assert result.returncode == 2 and "invalid choice: 'horovod'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 

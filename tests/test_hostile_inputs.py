@@ -305,8 +305,8 @@ def test_duplicate_keys_in_a_sweep_spec_are_an_error(tmp_path):
 @pytest.mark.slow
 def test_a_successful_train_evaluate_and_plot_print_no_warnings(tmp_path):
     out = tmp_path / "run"
-    result = run_cli("train", "--out", out, "--limit", "512", "--epochs", "2", "--test-limit", "500",
-                     "--validation-size", "500", "--grid-size", "4", "--quiet")
+    result = run_cli("train", "--out", out, "--limit", "256", "--epochs", "2", "--test-limit", "200",
+                     "--validation-size", "200", "--grid-size", "4", "--quiet")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     exportable = all(importlib.util.find_spec(name) for name in ("onnx", "tf2onnx"))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from conftest import run_cli, tiny_config
+from conftest import refused_here, tiny_config
 from mnist_vae import losses, models
 from mnist_vae.train import train
 
@@ -71,6 +71,6 @@ def test_training_logs_the_kl_weight_active_units_and_kl_per_dimension(tmp_path)
     (["--kl-warmup", "-2"], "--kl-warmup must be between 0 and 100,000"),
 ])
 def test_bad_kl_settings_are_one_line_errors(flags, message, tmp_path):
-    result = run_cli("train", "--out", tmp_path / "run", *flags)
+    result = refused_here("train", "--out", tmp_path / "run", *flags)
     assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()

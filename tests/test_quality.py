@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import refused_here, run_cli
 from mnist_vae import quality
 
 
@@ -52,10 +52,10 @@ def test_sample_quality_of_a_conditional_run_from_the_cli(tiny_classifier, tmp_p
 
 def test_a_missing_classifier_says_how_to_train_one(trained_run, tmp_path):
     run, _ = trained_run
-    result = run_cli("evaluate", run, "--sample-quality", "--classifier", tmp_path / "none.keras")
+    result = refused_here("evaluate", run, "--sample-quality", "--classifier", tmp_path / "none.keras")
     assert result.returncode == 2 and "vae classifier train --dataset mnist" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    result = run_cli("evaluate", run, "--sample-quality", "--samples", "10")
+    result = refused_here("evaluate", run, "--sample-quality", "--samples", "10")
     assert result.returncode == 2 and "--samples must be between 200 and 50,000" in result.stderr
-    result = run_cli("evaluate", run, "--samples", "500")
+    result = refused_here("evaluate", run, "--samples", "500")
     assert result.returncode == 2 and "add it" in result.stderr

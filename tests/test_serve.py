@@ -9,7 +9,7 @@ import pytest
 from mnist_vae import explore, inference, serve
 from mnist_vae.errors import UserError
 
-from conftest import run_cli, tiny_config
+from conftest import refused_here, run_cli, tiny_config
 
 fastapi_testclient = pytest.importorskip("fastapi.testclient", reason="vae serve's tests need fastapi and httpx")
 LOOPBACK = "http://127.0.0.1"  # requests must name the server (the client's default Host, testserver, is refused)
@@ -183,12 +183,12 @@ def test_host_port_and_run_errors_are_one_line_exit_2(tmp_path, trained_run):
         serve.open_socket("127.0.0.1", 70000)
     with pytest.raises(UserError, match="not an address of this machine"):
         serve.open_socket("no-such-host.invalid", 0)
-    result = run_cli("serve", tmp_path / "missing", "--port", "0")
+    result = refused_here("serve", tmp_path / "missing", "--port", "0")
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "vae serve: error:" in result.stderr
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "config.json").write_text(json.dumps({"epochs": 1}))
-    result = run_cli("serve", tmp_path / "half", "--port", "0")
+    result = refused_here("serve", tmp_path / "half", "--port", "0")
     assert result.returncode == 2 and "no finished model" in result.stderr, result.stderr
 
 
@@ -216,7 +216,7 @@ def test_export_writes_onnx_graphs_that_onnxruntime_runs_like_keras(tmp_path, tr
     np.testing.assert_allclose(z_mean, inference.encode(vae, images)[0], atol=1e-4)
     # The export is one of the run's outputs: --overwrite clears it with the rest.
     assert (run / "export" / "decoder.onnx") in RunDir(run).output_files()
-    assert run_cli("export", run, "--format", "tflite").returncode == 2
+    assert refused_here("export", run, "--format", "tflite").returncode == 2
 
 
 def test_a_host_that_is_not_loopback_warns(tmp_path):

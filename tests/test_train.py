@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import REPO, assert_complete_run, run_cli, tiny_config
+from conftest import REPO, assert_complete_run, refused_here, run_cli, tiny_config
 from mnist_vae.config import Config
 from mnist_vae.errors import UserError
 from mnist_vae.archive import load_model
@@ -155,7 +155,7 @@ def test_existing_runs_are_never_clobbered_by_accident(trained_run, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(source, out)
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
-    result = run_cli("train", "--out", out, "--limit", "64", "--epochs", "1")
+    result = refused_here("train", "--out", out, "--limit", "64", "--epochs", "1")
     assert result.returncode == 2
     assert "already holds a run" in result.stderr and "--resume" in result.stderr and "--overwrite" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -206,7 +206,7 @@ def test_cli_errors_are_one_line(tmp_path):
         (["plot", tmp_path / "nothing"], "not a run directory"),
         (["evaluate", tmp_path / "nothing"], "not a run directory"),
     ]:
-        result = run_cli(*args)
+        result = refused_here(*args)
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "a").exists(), "a rejected config writes nothing"
@@ -221,7 +221,7 @@ def test_plot_command_redraws_the_pictures(trained_run, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in (out / "plots").iterdir()) == sorted(
         ["interpolation.png", "latent_scatter.png", "manifold.png", "reconstructions.png", "samples.png"])
-    bad = run_cli("plot", out, "--dims", "0", "7")
+    bad = refused_here("plot", out, "--dims", "0", "7")
     assert bad.returncode == 2 and "--dims" in bad.stderr
 
 

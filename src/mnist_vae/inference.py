@@ -62,20 +62,21 @@ def decode(vae, z, labels=None, batch_size=512, seed=0):
     return mean_images(params, vae.pad, vae.likelihood)
 
 
-def sample_autoregressive(vae, z, one_hot_labels=None, seed=0, batch_size=512):
+def sample_autoregressive(vae, z, one_hot_labels=None, seed=0, batch_size=512, window=True):
     """Ancestral sampling, pixel by pixel in raster order: per-pixel means (n, h, w, c) of the samples.
 
     The latent features are computed once; each step reruns only the causal head, and only on
     the window of pixels the current one depends on (the rows above it and the columns either
     side, clipped at the image's edges, where the head's own zero padding takes over), through
     ``predict_on_batch``: its compiled call costs a third of an eager one on the small batches
-    plots sample.
+    plots sample. ``window=False`` runs the head on whole rows instead: the same samples, slower
+    (``benchmarks/ar_sampling.py`` compares the two).
     """
     decoder = vae.decoder
     features_of, head = autoregressive_parts(decoder)
-    above, beside = rows_seen_above(head), columns_seen_beside(head)
     padded, _, channels = vae.image_shape
     height = width = padded - 2 * vae.pad  # the head runs on the scored pixels only
+    above, beside = rows_seen_above(head), columns_seen_beside(head) if window else width
     rng = np.random.default_rng([seed, 2])
     out = []
     for start in range(0, len(z), batch_size):
