@@ -27,6 +27,7 @@ def test_the_harness_takes_turns_and_names_the_machine():
         assert "family" in line and "model" in line
 
 
+@pytest.mark.slow
 def test_compare_counts_the_seed_models_flops_and_prints_every_row(capsys):
     compare = _load("compare")
     from mnist_vae import models
@@ -84,6 +85,7 @@ def test_layer_profile_times_every_computing_layer_and_its_phase_decomposition_i
         assert vae.decoder.get_layer(models.OUTPUT_LAYER).compute_dtype == dtype
 
 
+@pytest.mark.slow
 def test_eval_speed_times_every_variant_and_the_scorer_matches_repeated_images(trained_run, tmp_path, capsys):
     import numpy as np
 
@@ -221,6 +223,7 @@ def test_overheads_accounts_for_the_whole_run(tmp_path, capsys):
     assert (tmp_path / "run" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_layouts_trains_registered_and_script_only_layouts_and_unregisters_them(tmp_path):
     from mnist_vae import models
 
@@ -265,6 +268,7 @@ def test_explorer_latency_times_pointer_moves_in_chromium(tmp_path, trained_run,
     assert "| server: vae serve, /api/decode |" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_epoch_stalls_times_every_epoch_of_every_row(capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # it imports compare.py, as when run as a script
     seconds = _load("epoch_stalls").main(["--images", "256", "--epochs", "2", "--rounds", "1"])

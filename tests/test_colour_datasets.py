@@ -159,6 +159,7 @@ def test_colour_needs_a_colour_likelihood():
         Config(dataset="colour_mnist", architecture="resnet_ar", binarize="dynamic").validate()
 
 
+@pytest.mark.slow
 def test_cli_trains_and_evaluates_colour_mnist_in_bits_per_dim(tmp_path):
     out = tmp_path / "colour"
     result = run_cli("train", "--dataset", "colour_mnist", "--out", out, "--test-limit", "200", "--limit", "256", "--epochs", "1",

@@ -68,6 +68,7 @@ def test_the_marginal_likelihood_combines_the_per_label_bounds():
     assert (marginal >= per_label.min(axis=0) - 1e-9).all() and (marginal <= per_label.min(axis=0) + np.log(10)).all()
 
 
+@pytest.mark.slow
 def test_cli_conditional_trains_plots_and_evaluates(tmp_path):
     out = tmp_path / "cvae"
     result = run_cli("train", "--conditional", "--out", out, "--test-limit", "500", "--limit", "256", "--epochs", "1",

@@ -34,12 +34,14 @@ def exact_log_px(decoder, x, lo=-10.0, hi=10.0, points=8001):
     return m + math.log(np.exp(log_joint - m).sum() * (hi - lo) / (points - 1))
 
 
+@pytest.mark.slow
 def test_quadrature_is_converged(one_d_model):
     vae, x, exact = one_d_model
     finer = -exact_log_px(vae.decoder, x[0], lo=-12.0, hi=12.0, points=24001)
     assert abs(finer - exact[0]) < 1e-3
 
 
+@pytest.mark.slow
 def test_iw_estimate_matches_exact_log_likelihood(one_d_model):
     vae, x, exact = one_d_model
     nll, _ = estimators.importance_weighted(vae, x, k=5000, batch_size=8, chunk_size=500)
@@ -47,6 +49,7 @@ def test_iw_estimate_matches_exact_log_likelihood(one_d_model):
     assert np.abs(nll - exact).max() < 0.15  # one image's Monte-Carlo error at K=5000
 
 
+@pytest.mark.slow
 def test_bound_tightens_with_k_and_stays_below_the_elbo(one_d_model):
     vae, x, exact = one_d_model
     gaps = {}
@@ -62,6 +65,7 @@ def test_bound_tightens_with_k_and_stays_below_the_elbo(one_d_model):
     assert (nll <= negative_elbo + 0.05).all()  # the IW bound is never looser than the ELBO
 
 
+@pytest.mark.slow
 def test_chunk_size_does_not_change_the_estimate(one_d_model):
     vae, x, _ = one_d_model
     results = [estimators.importance_weighted(vae, x, k=50, batch_size=8, chunk_size=c)[0]

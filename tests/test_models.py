@@ -176,6 +176,7 @@ print("torch ok", logs["loss"][0])
 """
 
 
+@pytest.mark.slow
 def test_the_same_training_step_runs_on_the_torch_backend():
     pytest.importorskip("torch")
     import os
@@ -214,6 +215,7 @@ def test_autoregressive_decoder_is_causal_in_raster_order(pixel_layers):
     assert keras.ops.convert_to_numpy(decoder({"z": z, "images": flipped}))[0, 29, 29, 0] != base[29, 29]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pixel_layers", [None, 5])
 def test_windowed_sampler_matches_the_full_decoder(pixel_layers):
     from mnist_vae import inference

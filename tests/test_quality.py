@@ -32,11 +32,13 @@ def tiny_classifier(tmp_path_factory):
     return path, accuracy
 
 
+@pytest.mark.slow
 def test_a_briefly_trained_classifier_already_separates_digits(tiny_classifier):
     path, accuracy = tiny_classifier
     assert path.is_file() and accuracy > 0.8  # 3,000 images, two epochs: measured 0.88
 
 
+@pytest.mark.slow
 def test_sample_quality_of_a_conditional_run_from_the_cli(tiny_classifier, tmp_path):
     path, _ = tiny_classifier
     out = tmp_path / "cvae"

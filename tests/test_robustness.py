@@ -151,6 +151,7 @@ class _PoisonWeights(keras.callbacks.Callback):
                                     for w in self.model.get_weights()])
 
 
+@pytest.mark.slow
 def test_a_run_that_diverges_in_its_first_epoch_leaves_no_checkpoint(tmp_path):
     out = tmp_path / "run"
     # The case: Adam at 0.99 diverges within the first epoch (NaN loss in batch ~15).

@@ -155,6 +155,7 @@ def test_conditional_models_need_a_label_per_request_or_per_latent(tmp_path):
     assert "one per z (10), not 2" in client.post("/api/decode", json={"z": z, "label": [1, 2]}).json()["error"]
 
 
+@pytest.mark.slow
 def test_an_autoregressive_model_is_not_decoded_live(tmp_path):
     from mnist_vae.train import train
 

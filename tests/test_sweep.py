@@ -48,6 +48,7 @@ def test_a_good_spec_defaults_its_plot_to_the_first_two_searched_fields():
     assert [c.beta for c in spec.configs()] == [0.5, 1.0]
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_a_bad_spec_in_one_line_and_writes_nothing(tmp_path):
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"grid": {"latent_dims": [2]}}))

@@ -225,6 +225,7 @@ def test_plot_command_redraws_the_pictures(trained_run, tmp_path):
     assert bad.returncode == 2 and "--dims" in bad.stderr
 
 
+@pytest.mark.slow
 def test_higher_latent_dims_plot_principal_components(tmp_path):
     out = tmp_path / "run"
     train(tiny_config(latent_dim=4), out, verbose=0)
@@ -344,6 +345,7 @@ def test_onednn_turned_off_or_capped_below_bf16_is_not_native_bf16(tmp_path):
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's oneDNN kernels")
 @pytest.mark.skipif(not cpu_has_native_bf16(environ={}),
                     reason="needs a CPU with bf16 flags, where TensorFlow asks oneDNN for bf16 kernels")
+@pytest.mark.slow
 def test_a_onednn_cap_below_bf16_refuses_explicit_bf16_and_auto_trains_in_float32(tmp_path):
     # Why the refusal: TensorFlow (2.21) asks oneDNN for bf16 kernels from the CPU's flags, and under
     # the cap oneDNN will not build them. If this starts to run, TensorFlow has learned to fall
@@ -368,6 +370,7 @@ def test_a_onednn_cap_below_bf16_refuses_explicit_bf16_and_auto_trains_in_float3
     assert json.loads((tmp_path / "auto" / "metrics.json").read_text())["precision"] == "float32"
 
 
+@pytest.mark.slow
 def test_bf16_without_native_instructions_warns_and_a_resume_says_its_precision_changed(tmp_path, capsys,
                                                                                        monkeypatch):
     from mnist_vae.train import session as train_module
