@@ -260,7 +260,7 @@ def test_the_scorer_runs_the_image_stage_once_and_equals_the_decoder_on_repeated
     y = vae.one_hot(np.tile(np.arange(b), k)) if num_classes else None
     x_rep = ops.tile(x, (k, 1, 1, 1))
     want = ops.convert_to_numpy(vae.decoder(vae.decoder_inputs(z, x_rep, y)))
-    scorer = models.AutoregressiveScorer(vae.decoder, vae.pad)
+    scorer = models.AutoregressiveScorer(vae.decoder)
     calls = []
     stage = scorer.image_stage
     scorer.image_stage = lambda images: calls.append(images.shape[0]) or stage(images)

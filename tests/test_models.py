@@ -194,9 +194,9 @@ def _binary(n=2, seed=0):
 @pytest.mark.parametrize("pixel_layers", [2, 5])
 def test_autoregressive_decoder_is_causal_in_raster_order(pixel_layers):
     decoder = models.build_resnet_ar_decoder(latent_dim=4, pixel_layers=pixel_layers)
-    head = decoder.get_layer("pixel_head")
+    head = decoder.pixel_head
     assert sum(isinstance(layer, models.MaskedConv2D) for layer in head.layers) == 1 + pixel_layers
-    assert models.rows_seen_above(head) == 3 + pixel_layers  # the 7x7 first layer, then one row per 3x3
+    assert head.rows_seen_above() == 3 + pixel_layers  # the 7x7 first layer, then one row per 3x3
     z = np.random.default_rng(0).standard_normal((1, 4)).astype("float32")
     x = _binary(1)
     base = keras.ops.convert_to_numpy(decoder({"z": z, "images": x}))[0, ..., 0]

@@ -12,7 +12,7 @@ from mnist_vae.data import BINARIZE, DATASETS
 from mnist_vae.distribute import ENGINES
 from mnist_vae.errors import UserError
 from mnist_vae.jsonfile import RepeatedKey, clip, parse_json, read_config_text, short
-from mnist_vae.models import ARCHITECTURES, default_likelihood
+from mnist_vae.models import ARCHITECTURES, ModelConfig, default_likelihood
 from mnist_vae.observation import LIKELIHOODS, get_likelihood
 from mnist_vae.precision import PRECISIONS
 
@@ -84,6 +84,19 @@ class Config:
         if self.likelihood != "auto":
             return self.likelihood
         return default_likelihood(self.architecture, DATASETS[self.dataset].geometry.channels)
+
+    @property
+    def model(self):
+        """The ``models.ModelConfig`` these fields describe on their dataset: what the saved model rebuilds from.
+
+        The model's fields stay flat here, one flag each (``--architecture``, ``--latent-dim``), and
+        this is the one place that maps them (with the dataset's geometry and classes) onto it.
+        """
+        spec = DATASETS[self.dataset]
+        return ModelConfig(architecture=self.architecture, likelihood=self.resolved_likelihood(),
+                           latent_dim=self.latent_dim, pixel_layers=self.pixel_layers,
+                           num_classes=len(spec.class_names) if self.conditional else 0,
+                           image_shape=spec.geometry.model_shape, pad=spec.geometry.pad)
 
     def to_json(self):
         """Pretty JSON text of every field."""

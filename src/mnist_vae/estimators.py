@@ -65,7 +65,7 @@ def log_weights(vae, x, z_mean, z_log_var, eps, y=None, scorer=None):
     y_rep = _repeat(y, k) if vae.conditional else None
     if vae.autoregressive:
         # x given z in one pass; the head's image-only first layer once per image, not per draw.
-        scorer = scorer or AutoregressiveScorer(vae.decoder, vae.pad)
+        scorer = scorer or AutoregressiveScorer(vae.decoder)
         logits = scorer(vae.decoder_inputs(z_flat, None, y_rep, with_images=False), x, k)  # (K*B, H, W, P)
     else:
         logits = vae.decoder(vae.decoder_inputs(z_flat, None, y_rep), training=False)  # (K*B, H, W, P)
@@ -112,7 +112,7 @@ def importance_weighted(vae, images, k=1000, batch_size=100, chunk_size=100, see
     nll = np.empty(len(images), np.float64)
     reconstruction = np.empty(len(images), np.float64)
     if vae.autoregressive and scorer is None:
-        scorer = AutoregressiveScorer(vae.decoder, vae.pad)
+        scorer = AutoregressiveScorer(vae.decoder)
     for start in range(0, len(images), batch_size):
         stop = min(len(images), start + batch_size)
         if progress is not None and progress.has(slot, start, stop):

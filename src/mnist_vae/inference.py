@@ -10,7 +10,6 @@ import keras
 import numpy as np
 from keras import ops
 
-from mnist_vae.models import autoregressive_parts, columns_seen_beside, rows_seen_above
 from mnist_vae.observation import mean_images
 
 
@@ -72,11 +71,10 @@ def sample_autoregressive(vae, z, one_hot_labels=None, seed=0, batch_size=512, w
     plots sample. ``window=False`` runs the head on whole rows instead: the same samples, slower
     (``benchmarks/ar_sampling.py`` compares the two).
     """
-    decoder = vae.decoder
-    features_of, head = autoregressive_parts(decoder)
+    features_of, head = vae.decoder.features, vae.decoder.pixel_head
     padded, _, channels = vae.image_shape
     height = width = padded - 2 * vae.pad  # the head runs on the scored pixels only
-    above, beside = rows_seen_above(head), columns_seen_beside(head) if window else width
+    above, beside = head.rows_seen_above(), head.columns_seen_beside() if window else width
     rng = np.random.default_rng([seed, 2])
     out = []
     for start in range(0, len(z), batch_size):

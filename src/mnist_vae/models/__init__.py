@@ -8,9 +8,8 @@
 
 from mnist_vae.models.architectures import (ARCHITECTURES, Architecture, ModelConfig, build_parts,
                                             default_likelihood, get_architecture)
-from mnist_vae.models.autoregressive import (AutoregressiveScorer, autoregressive_parts, build_pixel_head,
-                                             build_resnet_ar_decoder, columns_seen_beside, pixel_head_stages,
-                                             rows_seen_above)
+from mnist_vae.models.autoregressive import (AutoregressiveDecoder, AutoregressiveScorer, PixelHead,
+                                             build_resnet_ar_decoder)
 from mnist_vae.models.build import build_vae
 from mnist_vae.models.conv import build_conv_decoder, build_conv_encoder, build_keras_io_encoder
 from mnist_vae.models.layers import OUTPUT_LAYER, MaskedConv2D, Sampling
@@ -19,9 +18,8 @@ from mnist_vae.models.resnet import build_resnet_decoder, build_resnet_encoder
 from mnist_vae.models.vae import VAE
 from mnist_vae.precision import PRECISIONS
 
-__all__ = ["ARCHITECTURES", "Architecture", "AutoregressiveScorer", "FLOAT32_LAYERS", "MaskedConv2D", "ModelConfig",
-           "OUTPUT_LAYER", "PRECISIONS", "Sampling", "VAE", "autoregressive_parts", "build_conv_decoder",
-           "build_conv_encoder", "build_keras_io_encoder", "build_parts", "build_pixel_head",
-           "build_resnet_ar_decoder", "build_resnet_decoder", "build_resnet_encoder", "build_vae", "columns_seen_beside",
-           "default_likelihood", "float32_layers", "get_architecture", "inner_layers", "pixel_head_stages", "rows_seen_above",
-           "set_precision"]
+__all__ = ["ARCHITECTURES", "Architecture", "AutoregressiveDecoder", "AutoregressiveScorer", "FLOAT32_LAYERS",
+           "MaskedConv2D", "ModelConfig", "OUTPUT_LAYER", "PRECISIONS", "PixelHead", "Sampling", "VAE",
+           "build_conv_decoder", "build_conv_encoder", "build_keras_io_encoder", "build_parts",
+           "build_resnet_ar_decoder", "build_resnet_decoder", "build_resnet_encoder", "build_vae",
+           "default_likelihood", "float32_layers", "get_architecture", "inner_layers", "set_precision"]

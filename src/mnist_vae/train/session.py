@@ -13,7 +13,7 @@ from mnist_vae.models import build_vae
 from mnist_vae.precision import check_precision_runs, emulated_bf16_warning, resolve_precision
 from mnist_vae.rundir import training_bytes
 from mnist_vae.train.recipe import kl_schedule, largest_divisor, make_optimizer, steps_per_execution
-from mnist_vae.train.setup import model_config, start_run_dir
+from mnist_vae.train.setup import start_run_dir
 
 EVAL_BATCH_SIZE = 500  # forward passes only: larger batches are faster and give the same per-image means
 LATENT_MONITOR_IMAGES = 1000  # validation images whose posteriors give the per-epoch active units and KL per dimension
@@ -43,7 +43,7 @@ def fit(run, config, resume, data_dir, verbose, callbacks, cluster):
     note = emulated_bf16_warning(precision)
     if note and cluster.chief:
         print(f"vae train: warning: {note}", file=sys.stderr)
-    model = model_config(config, splits.spec)
+    model = config.model
     with cluster.model_scope():
         vae = build_vae(model, seed=config.seed, precision=precision)
     if cluster.chief:

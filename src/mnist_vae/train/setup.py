@@ -1,4 +1,4 @@
-"""Before training: the run folder is checked, replaced or resumed, and the model described.
+"""Before training: the run folder is checked, replaced or resumed.
 
 Nothing here trains; everything here can refuse (a ``UserError``) before a file is written.
 """
@@ -9,7 +9,6 @@ import sys
 from mnist_vae import callbacks as cbs
 from mnist_vae.config import UNPINNED, Config
 from mnist_vae.errors import UserError
-from mnist_vae.models import ModelConfig
 from mnist_vae.atomic import write_text_atomic
 from mnist_vae.replacing import discard, remove_empty_folders, set_aside
 
@@ -76,11 +75,3 @@ def start_run_dir(run, config, resume):
         if kept:
             shown = ", ".join(kept[:8]) + (f" and {len(kept) - 8} more" if len(kept) > 8 else "")
             print(f"vae train: kept {len(kept)} entries in {run.root} that no run wrote: {shown}", file=sys.stderr)
-
-
-def model_config(config, spec):
-    """The ``ModelConfig`` a training ``config`` trains on dataset ``spec``: what the saved model rebuilds from."""
-    return ModelConfig(architecture=config.architecture, likelihood=config.resolved_likelihood(),
-                       latent_dim=config.latent_dim, pixel_layers=config.pixel_layers,
-                       num_classes=len(spec.class_names) if config.conditional else 0,
-                       image_shape=spec.geometry.model_shape, pad=spec.geometry.pad)
