@@ -9,9 +9,10 @@ samples per second and the IW-NLL; the same goes into OUT/gpu-PRESET.json. The G
 torch and jax but not TensorFlow: there the run has no TensorBoard logs (the package trains
 without them) and the backend must be torch or jax.
 
-What it is tested with (``tests/test_benchmarks.py``, through ``gpu_device.sh``, twice): the torch
-backend on the CPU with TensorFlow hidden and ``--limit 256 --epochs 1 --k 4 --images 20``. A GPU machine has torch and jax, not TensorFlow or
-Keras: ``benchmarks/gpu_device.sh`` fetches the wheels it lacks here and runs both presets there
+What it is tested with (``tests/test_benchmarks.py``): through ``gpu_device.sh``, the torch backend
+on the CPU with TensorFlow hidden and ``--limit 256 --epochs 1 --k 4 --images 20``; then once more
+in the test's process, where only the evaluation runs. A GPU machine has torch and jax, not
+TensorFlow or Keras: ``benchmarks/gpu_device.sh`` fetches the wheels it lacks here and runs both presets there
 in one call (BENCHMARKS.md, "GPU").
 """
 

@@ -259,6 +259,9 @@ def test_stronger_architectures_train_and_reload_in_a_fresh_process(architecture
         args = vae.decoder_inputs(z, x)
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(dec(args)), np.load(d + "/expected.npy"))
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(vae.decoder(args)), np.load(d + "/expected.npy"))
+        if vae.autoregressive:  # rebuilt by its class from its arguments, its parts attributes
+            assert type(dec).__name__ == "AutoregressiveDecoder" and type(dec.pixel_head).__name__ == "PixelHead"
+            assert dec.pixel_head.rows_seen_above() == 5 and dec.features.output.shape[1:] == (28, 28, 32)
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -352,3 +355,14 @@ def test_mixed_precision_logits_stay_close_to_float32():
 def test_unknown_precision_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown precision 'float16'"):
         models.build_vae(precision="float16")
+
+
+def test_an_autoregressive_decoder_file_holds_its_arguments_not_a_graph(tmp_path):
+    import zipfile
+
+    decoder = models.build_resnet_ar_decoder(latent_dim=3, num_classes=10, pixel_layers=1)
+    decoder.save(tmp_path / "decoder.keras")
+    saved = json.loads(zipfile.ZipFile(tmp_path / "decoder.keras").read("config.json"))
+    assert saved["config"] == {"name": "decoder", "image_shape": [32, 32, 1], "latent_dim": 3, "pad": 2,
+                               "num_classes": 10, "pixel_layers": 1}
+    assert sorted(decoder.input) == ["images", "labels", "z"] and sorted(decoder.features.input) == ["labels", "z"]
