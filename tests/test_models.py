@@ -259,8 +259,9 @@ def test_stronger_architectures_train_and_reload_in_a_fresh_process(architecture
         args = vae.decoder_inputs(z, x)
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(dec(args)), np.load(d + "/expected.npy"))
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(vae.decoder(args)), np.load(d + "/expected.npy"))
-        if vae.autoregressive:  # rebuilt by its class from its arguments, its parts attributes
-            assert type(dec).__name__ == "AutoregressiveDecoder" and type(dec.pixel_head).__name__ == "PixelHead"
+        assert type(dec).__name__ == "Part" and dec.config == vae.config  # rebuilt from the ModelConfig
+        if vae.autoregressive:  # its parts are attributes
+            assert type(dec.pixel_head).__name__ == "PixelHead"
             assert dec.pixel_head.rows_seen_above() == 5 and dec.features.output.shape[1:] == (28, 28, 32)
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
@@ -357,12 +358,17 @@ def test_unknown_precision_is_a_clear_error():
         models.build_vae(precision="float16")
 
 
-def test_an_autoregressive_decoder_file_holds_its_arguments_not_a_graph(tmp_path):
+def test_encoder_and_decoder_files_hold_the_model_config_not_a_graph(tmp_path):
     import zipfile
 
+    vae = models.build_vae(architecture="resnet_ar", latent_dim=3, num_classes=10, pixel_layers=1)
+    for part in (vae.encoder, vae.decoder):
+        part.save(tmp_path / f"{part.name}.keras")
+        saved = json.loads(zipfile.ZipFile(tmp_path / f"{part.name}.keras").read("config.json"))
+        assert saved["config"] == {"name": part.name, "model": vae.config.to_dict(), "part": part.name,
+                                   "precision": "float32"}
+    assert sorted(vae.decoder.input) == ["images", "labels", "z"] and sorted(vae.decoder.features.input) == ["labels", "z"]
+    # The autoregressive decoder on its own is rebuilt from its arguments, the same ModelConfig fields.
     decoder = models.build_resnet_ar_decoder(latent_dim=3, num_classes=10, pixel_layers=1)
-    decoder.save(tmp_path / "decoder.keras")
-    saved = json.loads(zipfile.ZipFile(tmp_path / "decoder.keras").read("config.json"))
-    assert saved["config"] == {"name": "decoder", "image_shape": [32, 32, 1], "latent_dim": 3, "pad": 2,
-                               "num_classes": 10, "pixel_layers": 1}
-    assert sorted(decoder.input) == ["images", "labels", "z"] and sorted(decoder.features.input) == ["labels", "z"]
+    assert decoder.get_config() == {"name": "decoder", "image_shape": [32, 32, 1], "latent_dim": 3, "pad": 2,
+                                    "num_classes": 10, "pixel_layers": 1}

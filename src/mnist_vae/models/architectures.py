@@ -6,7 +6,11 @@ Adding an architecture is one ``ARCHITECTURES`` entry (its builders in a module 
 import dataclasses
 import typing
 
+import keras
+
 from mnist_vae.models import autoregressive, conv, resnet
+from mnist_vae.models.layers import PACKAGE
+from mnist_vae.models.precision import set_precision
 from mnist_vae.observation import DEFAULT_LIKELIHOOD, PAD, Geometry, get_likelihood
 from mnist_vae.observation import default_likelihood as observation_default
 
@@ -105,7 +109,42 @@ class ModelConfig:
 
 
 def build_parts(config):
-    """The (encoder, decoder) of a ``ModelConfig``; a ``ValueError`` names what does not fit together."""
+    """The (encoder, decoder) of a ``ModelConfig``, each a ``Part``; a ``ValueError`` names what does not fit together."""
+    return Part(config, "encoder"), Part(config, "decoder")
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Part(keras.Model):
+    """The encoder or the decoder of a ``ModelConfig``, as its architecture's builder makes it.
+
+    Its saved file (``encoder.keras``, ``decoder.keras``) holds the ``ModelConfig`` and which part,
+    not a graph: loading builds it anew from them, as a ``VAE`` is, and reads the weights back. An
+    autoregressive decoder's parts (``features``, ``pixel_head``, ``crop``, ``uncrop``) are its attributes.
+    """
+
+    def __init__(self, model, part, precision="float32", **kwargs):
+        config = model if isinstance(model, ModelConfig) else ModelConfig.from_dict(model)
+        built = _build(config, part)
+        super().__init__(built.input, built.output, **{"name": built.name, **kwargs})
+        self.config, self.part, self.likelihood = config, part, config.likelihood
+        for name in getattr(built, "parts", ()):
+            setattr(self, name, getattr(built, name))
+        self.precision = precision  # its layers' compute policies (``models.precision.set_precision`` sets both)
+        if precision != "float32":
+            set_precision(self, precision)
+
+    def get_config(self):
+        """What rebuilds it: the ``ModelConfig``, the part's name and its compute precision."""
+        return {"name": self.name, "model": self.config.to_dict(), "part": self.part, "precision": self.precision}
+
+    @classmethod
+    def from_config(cls, config):
+        """Inverse of ``get_config``."""
+        return cls(**config)
+
+
+def _build(config, part):
+    """The ``part`` ("encoder" or "decoder") of ``config`` from its architecture's builder, its named inputs checked."""
     arch = get_architecture(config.architecture)
     model, shape = get_likelihood(config.likelihood), config.image_shape
     if not arch.supports(config.likelihood) or model.check(shape[-1]):
@@ -114,14 +153,15 @@ def build_parts(config):
     if config.pixel_layers is not None and not arch.autoregressive:
         raise ValueError(f"architecture {config.architecture!r} has no causal head for "
                          f"pixel_layers={config.pixel_layers}")
-    head = {} if config.pixel_layers is None else {"pixel_layers": config.pixel_layers}
-    encoder = arch.build_encoder(shape, config.latent_dim, num_classes=config.num_classes)
-    decoder = arch.build_decoder(shape, config.latent_dim, model.parameter_channels(shape[-1]), config.pad,
-                                 num_classes=config.num_classes, **head)
     labels = {"labels"} if config.num_classes else set()
-    image = {"images"} if arch.autoregressive else set()
-    for part, names in ((encoder, {"images"} | labels), (decoder, {"z"} | labels | image)):
-        if not isinstance(part.input, dict) or set(part.input) != names:
-            raise ValueError(f"architecture {config.architecture!r}: its {part.name} must take the named inputs "
-                             f"{sorted(names)} (a dict), not {part.input}")
-    return encoder, decoder
+    if part == "encoder":
+        built, names = arch.build_encoder(shape, config.latent_dim, num_classes=config.num_classes), {"images"} | labels
+    else:
+        head = {} if config.pixel_layers is None else {"pixel_layers": config.pixel_layers}
+        built = arch.build_decoder(shape, config.latent_dim, model.parameter_channels(shape[-1]), config.pad,
+                                   num_classes=config.num_classes, **head)
+        names = {"z"} | labels | ({"images"} if arch.autoregressive else set())
+    if not isinstance(built.input, dict) or set(built.input) != names:
+        raise ValueError(f"architecture {config.architecture!r}: its {built.name} must take the named inputs "
+                         f"{sorted(names)} (a dict), not {built.input}")
+    return built

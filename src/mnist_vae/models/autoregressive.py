@@ -82,6 +82,8 @@ class AutoregressiveDecoder(keras.Model):
     pixels and back (a zero border).
     """
 
+    parts = ("features", "pixel_head", "crop", "uncrop")  # what a ``models.Part`` wrapping it exposes too
+
     def __init__(self, image_shape=(32, 32, 1), latent_dim=32, pad=PAD, num_classes=0, pixel_layers=2, **kwargs):
         image_shape = tuple(image_shape)
         z = keras.Input(shape=(latent_dim,), name="z")

@@ -36,8 +36,9 @@ def set_precision(model, precision):
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
     keep = float32_layers(getattr(model, "likelihood", None))
-    if hasattr(model, "precision"):
-        model.precision = precision  # a VAE saves it in its config
+    for sub in [model, *inner_layers(model)]:
+        if hasattr(sub, "precision"):
+            sub.precision = precision  # a VAE and its encoder and decoder save it in their configs
     for layer in inner_layers(model):
         # Sub-models and the input/sampling layers pass float32 tensors through unchanged;
         # only layers that compute get the mixed policy (each casts its own inputs).
