@@ -114,6 +114,13 @@ def test_a_sweep_stops_trials_early_writes_its_table_and_plot_and_continues_afte
     # Ranked by the best validation -ELBO.
     values = [float(r["best_val_negative_elbo"]) for r in rows]
     assert values == sorted(values)
+    # Ray reuses a worker process for later trials: the last one to start scores as a fresh run would.
+    from mnist_vae.config import Config
+    from mnist_vae.train import train
+
+    last = max(done, key=lambda r: (out / "trials" / r["trial"] / "config.json").stat().st_mtime_ns)
+    config = Config.load(out / "trials" / last["trial"] / "config.json")
+    assert train(config, tmp_path / "fresh", verbose=0)["test"]["loss"] == float(last["test_negative_elbo"])
 
 
 def _session_processes(sid):
