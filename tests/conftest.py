@@ -192,5 +192,6 @@ def pytest_collection_modifyitems(items):
 
 
 def pytest_xdist_auto_num_workers(config):
-    """``-n auto``: one worker more than the cores, since many tests wait on a child process, a server or a browser."""
-    return (os.cpu_count() or 1) + 1
+    """``-n auto``: two workers more than the cores, since many tests wait on a child process, a server, a browser
+    or Ray (a sweep test uses a third of its wall time)."""
+    return (os.cpu_count() or 1) + 2

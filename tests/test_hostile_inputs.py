@@ -315,6 +315,7 @@ def test_a_successful_train_evaluate_and_plot_print_no_warnings(tmp_path):
         result = run_cli(*argv)
         assert result.returncode == 0 and result.stderr == "", (argv, result.stderr)
     # On another backend Keras imports TensorFlow to seed it: its start-up notices stay muted too.
-    result = run_cli("train", "--out", tmp_path / "jax", "--limit", "256", "--epochs", "1", "--test-limit", "100",
-                     "--validation-size", "100", "--grid-size", "2", "--quiet", env={"KERAS_BACKEND": "jax"})
+    result = run_cli("train", "--out", tmp_path / "jax", "--limit", "200", "--batch-size", "100", "--epochs", "1",
+                     "--test-limit", "100", "--validation-size", "100", "--grid-size", "2", "--quiet",
+                     env={"KERAS_BACKEND": "jax"})
     assert result.returncode == 0 and result.stderr == "", result.stderr
