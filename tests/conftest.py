@@ -193,5 +193,5 @@ def pytest_collection_modifyitems(items):
 
 def pytest_xdist_auto_num_workers(config):
     """``-n auto``: two workers more than the cores, since many tests wait on a child process, a server, a browser
-    or Ray (a sweep test uses a third of its wall time)."""
+    or Ray (a sweep test alone used 27 s of CPU in 71 s, and 33 s in 471 s beside the rest of the suite)."""
     return (os.cpu_count() or 1) + 2
